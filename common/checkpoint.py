@@ -1,0 +1,94 @@
+"""Orbax checkpoints with automatic resume (MaxText, dopamine): save every N steps, keep the last K, and
+restore any pytree (train state with optimizer state, rng, step, replay buffer, counters).
+
+Resume order, as in big_vision: the latest checkpoint in `workdir/checkpoints`, else the state built from
+scratch. A checkpoint whose tree structure or array shapes differ from the state being restored raises
+`CheckpointMismatchError` (one line, with the fix) and leaves the files untouched. Orbax casts restored
+arrays to the target's dtype, so a float32 checkpoint restores into a bfloat16 state without complaint.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TypeVar
+
+import orbax.checkpoint as ocp
+
+from common.errors import CheckpointMismatchError
+
+State = TypeVar('State')
+CHECKPOINT_DIR = 'checkpoints'
+
+
+class Checkpointer:
+  """A thin wrapper over `orbax.checkpoint.CheckpointManager`.
+
+  Args:
+    workdir: the run directory; checkpoints go to `workdir/checkpoints/<step>`.
+    every: save when `step % every == 0` (or when `save(..., force=True)`).
+    keep: how many recent checkpoints to keep.
+    async_save: write in a background thread (Orbax's default); `wait()` blocks until written.
+  """
+
+  def __init__(self, workdir: str, *, every: int = 1000, keep: int = 3, async_save: bool = True):
+    if every <= 0 or keep <= 0:
+      raise ValueError(f'checkpoint every={every} and keep={keep} must both be positive')
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    self.every = every
+    # The save decision is ours (Orbax alone would also save the first step it sees).
+    options = ocp.CheckpointManagerOptions(
+      save_interval_steps=1, max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+    )
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    """The step of the newest checkpoint, or None when there is none."""
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, *, force: bool = False) -> bool:
+    """Saves `state` at `step` if `step` is a multiple of `every` (or `force`); returns whether it did."""
+    step = int(step)
+    if not (force or step % self.every == 0) or step in self._manager.all_steps():
+      return False
+    return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+  def restore(self, target: State, step: int | None = None) -> State:
+    """Restores the checkpoint at `step` (default: latest) into the structure, shapes and shardings of
+    `target` (concrete arrays or `jax.ShapeDtypeStruct`s)."""
+    self.wait()
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+    try:
+      return self._manager.restore(step, args=ocp.args.StandardRestore(target))
+    except ValueError as e:
+      detail = ' '.join(str(e).split())[:300]
+      raise CheckpointMismatchError(
+        f'checkpoint {step} in {self.directory} does not match the state being restored ({detail}); '
+        'rerun with the config that wrote it, or start a fresh run with another --workdir or '
+        '--overwrite (which moves the old run aside)'
+      ) from None
+
+  def restore_or_init(self, init_state: State) -> tuple[State, int]:
+    """Automatic resume: `(restored, step)` from the latest checkpoint, else `(init_state, 0)`."""
+    step = self.latest_step()
+    if step is None:
+      return init_state, 0
+    return self.restore(init_state, step), step
+
+  def wait(self) -> None:
+    """Blocks until asynchronous saves are on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

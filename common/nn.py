@@ -1,0 +1,623 @@
+"""Shared Flax Linen building blocks.
+
+This module collects small, dependency-free neural-network pieces used by
+several paper reproductions in this repository (RL agents, a Llama-style
+decoder, a stick-breaking-attention language model):
+
+* :class:`MLP` -- a plain multi-layer perceptron.
+* :class:`NatureCNN` -- the DQN torso of Mnih et al. (2015).
+* :class:`ImpalaCNN` -- the residual torso of Espeholt et al. (2018).
+* :class:`RMSNorm` -- root-mean-square layer norm (Zhang & Sennrich, 2019).
+* :func:`rope_frequencies` / :func:`apply_rope` -- rotary position
+  embeddings (Su et al., 2021) in both the HF-Llama "rotate-half" and the
+  original Meta/GPT-J "interleaved" conventions.
+* :func:`softmax_attention` / :func:`softmax_attention_reference` --
+  multi-head / grouped-query scaled dot-product attention.
+* :class:`TransformerBlock` -- a pre-norm Llama-style decoder block with a
+  pluggable attention function.
+
+Only Flax Linen (``flax.linen``) and stable public JAX APIs are used.
+
+Shape conventions used throughout: ``B`` batch, ``T`` query length, ``S``
+key/value length, ``N`` query heads, ``K`` key/value heads, ``D`` head
+dimension.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Dtype = Any
+Initializer = Callable[..., Array]
+
+AttentionFn = Callable[..., Array]
+"""Protocol of the attention functions pluggable into :class:`TransformerBlock`.
+
+An attention function is called as::
+
+    out = fn(q, k, v, *, causal: bool, segment_ids: Optional[Array])
+
+with
+
+* ``q``: ``[B, T, N, D]`` queries (RoPE already applied if enabled),
+* ``k``, ``v``: ``[B, S, K, D]`` keys/values, where ``K`` divides ``N``
+  (grouped-query attention; query head ``n`` uses key/value head
+  ``n // (N // K)``),
+* ``causal``: if True, query ``t`` may only attend to keys ``s <= t``,
+* ``segment_ids``: ``None`` or an int ``[B, T]`` array (requires ``S == T``);
+  tokens only attend to tokens with the same segment id,
+
+and must return ``out`` of shape ``[B, T, N, D]`` in ``q.dtype``. Attention
+functions must be pure (no parameters); :func:`softmax_attention` is the
+default implementation.
+"""
+
+default_kernel_init = nn.initializers.lecun_normal()
+
+
+def _flatten_batch(x: Array, num_feature_dims: int) -> Tuple[Array, Tuple[int, ...]]:
+  """Folds all leading dims into one batch dim (adds one if there is none).
+
+  Args:
+    x: Array of shape ``[*batch, *features]``.
+    num_feature_dims: Number of trailing (non-batch) dimensions.
+
+  Returns:
+    ``(x_flat, batch_shape)`` with ``x_flat`` of shape
+    ``[prod(batch), *features]``.
+  """
+  if x.ndim < num_feature_dims:
+    raise ValueError(f'Expected at least {num_feature_dims} dims, got shape {x.shape}.')
+  batch_shape = tuple(x.shape[: x.ndim - num_feature_dims])
+  feature_shape = x.shape[x.ndim - num_feature_dims :]
+  return x.reshape((int(np.prod(batch_shape)),) + tuple(feature_shape)), batch_shape
+
+
+def _prepare_image(x: Array, scale_input: bool, dtype: Optional[Dtype]) -> Array:
+  """Converts image input to a float dtype, scaling uint8 pixels to [0, 1]."""
+  out_dtype = dtype if dtype is not None else jnp.float32
+  if x.dtype == jnp.uint8 and scale_input:
+    return x.astype(out_dtype) / jnp.asarray(255.0, out_dtype)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    return x.astype(out_dtype)
+  return x if dtype is None else x.astype(dtype)
+
+
+class MLP(nn.Module):
+  """Multi-layer perceptron (a stack of ``nn.Dense`` layers).
+
+  ``features[i]`` is the output width of layer ``i``. The activation is
+  applied after every layer except the last one unless ``activate_final``.
+  Dense layers are named ``dense_0``, ``dense_1``, ...
+
+  Attributes:
+    features: Output sizes of the successive Dense layers.
+    activation: Elementwise nonlinearity (default ReLU).
+    activate_final: Whether to apply ``activation`` after the last layer.
+    kernel_init: Kernel initializer (Flax default, LeCun normal).
+    use_bias: Whether Dense layers have a bias.
+    dtype: Computation dtype (``None``: inferred from inputs and params).
+    param_dtype: Parameter dtype.
+  """
+
+  features: Sequence[int]
+  activation: Callable[[Array], Array] = nn.relu
+  activate_final: bool = False
+  kernel_init: Initializer = default_kernel_init
+  use_bias: bool = True
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Applies the MLP to the last axis of ``x`` (any leading dims)."""
+    n = len(self.features)
+    for i, width in enumerate(self.features):
+      x = nn.Dense(
+        width,
+        use_bias=self.use_bias,
+        kernel_init=self.kernel_init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f'dense_{i}',
+      )(x)
+      if i < n - 1 or self.activate_final:
+        x = self.activation(x)
+    return x
+
+
+class NatureCNN(nn.Module):
+  """DQN convolutional torso of Mnih et al. (2015), "Human-level control".
+
+  Three conv layers, each followed by ReLU: 32 filters 8x8 stride 4, 64
+  filters 4x4 stride 2, 64 filters 3x3 stride 1. The final 512-unit Dense
+  layer of the paper is *not* included (projects add their own head).
+
+  Padding: the default ``padding='VALID'`` follows the original Nature paper
+  / DeepMind Lua code, giving a ``7x7x64`` map (3136 features) on
+  ``84x84`` input. Dopamine's JAX agents use ``'SAME'`` (``11x11x64`` on
+  ``84x84``); set ``padding='SAME'`` to reproduce those.
+
+  Input is ``[*batch, H, W, C]`` (any number of batch dims, including none),
+  ``uint8`` or float. With ``scale_input`` a ``uint8`` input is divided by
+  255; float inputs are assumed to be scaled already and are not rescaled.
+  Conv layers are named ``conv_0``, ``conv_1``, ``conv_2``.
+
+  Attributes:
+    flatten: If True return ``[*batch, h*w*c]``, else the feature map
+      ``[*batch, h, w, c]`` (e.g. to tokenize it).
+    padding: ``'VALID'`` (Nature DQN, default) or ``'SAME'`` (Dopamine).
+    scale_input: Divide ``uint8`` input by 255.
+    kernel_init: Conv kernel initializer.
+    dtype: Computation dtype (``None``: float32 / inferred).
+    param_dtype: Parameter dtype.
+  """
+
+  flatten: bool = True
+  padding: str = 'VALID'
+  scale_input: bool = True
+  kernel_init: Initializer = default_kernel_init
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Encodes images ``[*batch, H, W, C]``."""
+    x = _prepare_image(x, self.scale_input, self.dtype)
+    x, batch_shape = _flatten_batch(x, 3)
+    specs = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+    for i, (feat, kernel, stride) in enumerate(specs):
+      x = nn.Conv(
+        feat,
+        kernel_size=(kernel, kernel),
+        strides=(stride, stride),
+        padding=self.padding,
+        kernel_init=self.kernel_init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f'conv_{i}',
+      )(x)
+      x = nn.relu(x)
+    if self.flatten:
+      return x.reshape(batch_shape + (-1,))
+    return x.reshape(batch_shape + x.shape[1:])
+
+
+class ImpalaResidualBlock(nn.Module):
+  """IMPALA residual block (Espeholt et al., 2018): ``x + conv(relu(conv(relu(x))))``.
+
+  Both convolutions are 3x3, stride 1, SAME padding, with ``x.shape[-1]``
+  channels. Named ``conv_0`` and ``conv_1``.
+
+  Attributes:
+    kernel_init: Conv kernel initializer.
+    dtype: Computation dtype.
+    param_dtype: Parameter dtype.
+  """
+
+  kernel_init: Initializer = default_kernel_init
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Applies the block to ``[B, H, W, C]``."""
+    channels = x.shape[-1]
+    y = x
+    for i in range(2):
+      y = nn.relu(y)
+      y = nn.Conv(
+        channels,
+        (3, 3),
+        strides=(1, 1),
+        padding='SAME',
+        kernel_init=self.kernel_init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f'conv_{i}',
+      )(y)
+    return x + y
+
+
+class ImpalaCNN(nn.Module):
+  """IMPALA "deep" residual torso of Espeholt et al. (2018).
+
+  For each stage with ``c = channels[i]``: 3x3 conv (stride 1, SAME) with
+  ``c`` channels -> 3x3 max-pool, stride 2, SAME -> ``num_blocks``
+  :class:`ImpalaResidualBlock`\\ s. After the last stage a ReLU is applied.
+  The final 256-unit Dense layer of the paper is *not* included.
+
+  Each stage halves the spatial size (rounding up), e.g. ``64x64 -> 8x8``
+  with three stages. Input and ``scale_input`` are as in :class:`NatureCNN`.
+  Submodules are named ``stage_{i}_conv`` and ``stage_{i}_block_{j}``.
+
+  Attributes:
+    channels: Channels per stage (paper: ``(16, 32, 32)``).
+    num_blocks: Residual blocks per stage (paper: 2).
+    flatten: If True return ``[*batch, h*w*c]``, else ``[*batch, h, w, c]``.
+    scale_input: Divide ``uint8`` input by 255.
+    kernel_init: Conv kernel initializer.
+    dtype: Computation dtype.
+    param_dtype: Parameter dtype.
+  """
+
+  channels: Sequence[int] = (16, 32, 32)
+  num_blocks: int = 2
+  flatten: bool = True
+  scale_input: bool = True
+  kernel_init: Initializer = default_kernel_init
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Encodes images ``[*batch, H, W, C]``."""
+    x = _prepare_image(x, self.scale_input, self.dtype)
+    x, batch_shape = _flatten_batch(x, 3)
+    for i, c in enumerate(self.channels):
+      x = nn.Conv(
+        c,
+        (3, 3),
+        strides=(1, 1),
+        padding='SAME',
+        kernel_init=self.kernel_init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=f'stage_{i}_conv',
+      )(x)
+      x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding='SAME')
+      for j in range(self.num_blocks):
+        x = ImpalaResidualBlock(
+          kernel_init=self.kernel_init,
+          dtype=self.dtype,
+          param_dtype=self.param_dtype,
+          name=f'stage_{i}_block_{j}',
+        )(x)
+    x = nn.relu(x)
+    if self.flatten:
+      return x.reshape(batch_shape + (-1,))
+    return x.reshape(batch_shape + x.shape[1:])
+
+
+class RMSNorm(nn.Module):
+  """Root-mean-square layer normalization (Zhang & Sennrich, 2019).
+
+  ``y = x / sqrt(mean(x**2, axis=-1) + epsilon) * scale`` as in Llama / T5.
+  The statistics, normalization and the multiplication by ``scale`` are
+  computed in float32; the result is cast to ``dtype`` (or ``x.dtype`` if
+  ``dtype`` is None). The learned gain is the parameter ``'scale'`` of shape
+  ``[x.shape[-1]]``, initialized to ones (weight is ``scale`` itself, not
+  ``1 + scale`` as in Gemma).
+
+  Attributes:
+    epsilon: Added to the mean square for numerical stability.
+    dtype: Output dtype (``None``: same as input).
+    param_dtype: Dtype of ``scale``.
+    scale_init: Initializer of ``scale``.
+  """
+
+  epsilon: float = 1e-6
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+  scale_init: Initializer = nn.initializers.ones
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Normalizes over the last axis of ``x``."""
+    scale = self.param('scale', self.scale_init, (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    mean_sq = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(mean_sq + self.epsilon) * scale.astype(jnp.float32)
+    return y.astype(self.dtype if self.dtype is not None else x.dtype)
+
+
+def rope_frequencies(head_dim: int, theta: float = 10000.0) -> Array:
+  """Rotary-embedding inverse frequencies (Su et al., 2021, "RoFormer").
+
+  ``inv_freq[i] = theta ** (-2 i / head_dim)`` for ``i in [0, head_dim / 2)``,
+  matching HF Llama's ``inv_freq`` (no scaling / extrapolation variants).
+
+  Args:
+    head_dim: Per-head dimension ``D`` (must be even).
+    theta: RoPE base (10000 in the paper and Llama 1/2; 500000 in Llama 3).
+
+  Returns:
+    float32 array of shape ``[head_dim // 2]``.
+  """
+  if head_dim % 2:
+    raise ValueError(f'head_dim must be even for RoPE, got {head_dim}.')
+  exponents = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
+  return (1.0 / (theta**exponents)).astype(jnp.float32)
+
+
+def apply_rope(x: Array, positions: Array, *, theta: float = 10000.0, interleaved: bool = False) -> Array:
+  """Applies rotary position embeddings (Su et al., 2021) to ``x``.
+
+  Each pair of features ``(a, b)`` of a token at position ``p`` is rotated by
+  the angle ``p * inv_freq[i]``: ``(a cos - b sin, b cos + a sin)``. Which
+  features form pair ``i`` depends on the convention:
+
+  * ``interleaved=False`` (default): "rotate-half" convention of HF
+    transformers' Llama, pairs ``(i, i + D/2)``.
+  * ``interleaved=True``: original Meta Llama / GPT-J / RoFormer convention,
+    pairs ``(2i, 2i + 1)``.
+
+  The two conventions agree up to the permutation ``perm = [0, 2, 4, ...,
+  1, 3, 5, ...]`` of the last axis:
+  ``apply_rope(x[..., perm]) == apply_rope(x, interleaved=True)[..., perm]``.
+  The computation is done in float32 and cast back to ``x.dtype``.
+
+  Args:
+    x: Array of shape ``[..., T, H, D]`` with ``D`` even.
+    positions: Positions of shape ``[..., T]`` (int, or float), broadcastable
+      against ``x.shape[:-2]``.
+    theta: RoPE base.
+    interleaved: Pairing convention, see above.
+
+  Returns:
+    Array with the same shape and dtype as ``x``.
+  """
+  d = x.shape[-1]
+  inv_freq = rope_frequencies(d, theta)
+  angles = jnp.asarray(positions).astype(jnp.float32)[..., None] * inv_freq  # [..., T, D/2]
+  angles = angles[..., None, :]  # [..., T, 1, D/2], broadcasts over heads.
+  sin, cos = jnp.sin(angles), jnp.cos(angles)
+  x32 = x.astype(jnp.float32)
+  if interleaved:
+    a, b = x32[..., 0::2], x32[..., 1::2]
+  else:
+    a, b = x32[..., : d // 2], x32[..., d // 2 :]
+  ra = a * cos - b * sin
+  rb = b * cos + a * sin
+  if interleaved:
+    out = jnp.stack([ra, rb], axis=-1).reshape(ra.shape[:-1] + (d,))
+  else:
+    out = jnp.concatenate([ra, rb], axis=-1)
+  return out.astype(x.dtype)
+
+
+def _segment_mask(segment_ids: Array, kv_len: int) -> Array:
+  """Boolean mask ``[B, 1, T, T]``: True where query and key share a segment."""
+  if segment_ids.ndim != 2:
+    raise ValueError(f'segment_ids must be [B, T], got {segment_ids.shape}.')
+  if segment_ids.shape[1] != kv_len:
+    raise ValueError(
+      f'segment_ids requires self-attention (S == T), got T={segment_ids.shape[1]}, S={kv_len}.'
+    )
+  return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None, :, :]
+
+
+def _check_qkv(q: Array, k: Array, v: Array) -> None:
+  if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+    raise ValueError(f'Expected 4-D q/k/v, got {q.shape}, {k.shape}, {v.shape}.')
+  if k.shape != v.shape:
+    raise ValueError(f'k and v shapes differ: {k.shape} vs {v.shape}.')
+  if q.shape[0] != k.shape[0] or q.shape[-1] != k.shape[-1]:
+    raise ValueError(f'Incompatible q {q.shape} and k {k.shape}.')
+  if q.shape[2] % k.shape[2]:
+    raise ValueError(f'num kv heads {k.shape[2]} must divide num heads {q.shape[2]}.')
+
+
+def softmax_attention(
+  q: Array,
+  k: Array,
+  v: Array,
+  *,
+  causal: bool = True,
+  segment_ids: Optional[Array] = None,
+  implementation: Optional[str] = None,
+  scale: Optional[float] = None,
+) -> Array:
+  """Scaled dot-product softmax attention (Vaswani et al., 2017) with GQA.
+
+  Implements the :data:`AttentionFn` protocol by calling
+  ``jax.nn.dot_product_attention``, which supports grouped-query attention
+  (Ainslie et al., 2023) natively and can dispatch to cuDNN flash attention.
+
+  Masking: with ``causal`` query ``t`` attends to keys ``s <= t`` (top-left
+  aligned, i.e. intended for ``S == T``). With ``segment_ids`` (packed
+  sequences) a token only attends to tokens with the same id; padding should
+  get its own id. Both masks are combined.
+
+  Args:
+    q: Queries ``[B, T, N, D]``.
+    k: Keys ``[B, S, K, D]`` with ``K`` dividing ``N``.
+    v: Values ``[B, S, K, D]``.
+    causal: Apply a causal mask.
+    segment_ids: Optional int ``[B, T]`` segment ids (requires ``S == T``).
+    implementation: ``None`` / ``'xla'`` / ``'cudnn'`` are forwarded to
+      ``jax.nn.dot_product_attention`` (``None`` lets JAX choose, currently
+      XLA). ``'auto'`` picks ``'cudnn'`` when running on GPU with a 16-bit
+      dtype and a head dim that is a multiple of 8 and at most 128, else XLA.
+    scale: Logit scale, default ``1 / sqrt(D)``.
+
+  Returns:
+    ``[B, T, N, D]`` attention output in ``q.dtype``.
+  """
+  _check_qkv(q, k, v)
+  mask = None
+  if segment_ids is not None:
+    mask = _segment_mask(segment_ids, k.shape[1])
+  if implementation == 'auto':
+    d = q.shape[-1]
+    on_gpu = jax.default_backend() in ('gpu', 'cuda')
+    half = q.dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    implementation = 'cudnn' if (on_gpu and half and d % 8 == 0 and d <= 128) else None
+  return jax.nn.dot_product_attention(
+    q, k, v, mask=mask, scale=scale, is_causal=causal, implementation=implementation
+  )
+
+
+def softmax_attention_reference(
+  q: Array,
+  k: Array,
+  v: Array,
+  *,
+  causal: bool = True,
+  segment_ids: Optional[Array] = None,
+  scale: Optional[float] = None,
+) -> Array:
+  """Plain-``jnp`` ground truth for :func:`softmax_attention`.
+
+  Same arguments and semantics as :func:`softmax_attention`; key/value heads
+  are explicitly repeated (head ``n`` uses kv head ``n // (N // K)``), and
+  logits, softmax and the weighted sum are computed in float32 with
+  ``HIGHEST`` matmul precision. Meant for tests, not for speed.
+
+  Args:
+    q: Queries ``[B, T, N, D]``.
+    k: Keys ``[B, S, K, D]``.
+    v: Values ``[B, S, K, D]``.
+    causal: Apply a causal mask (key ``s`` visible to query ``t`` iff
+      ``s <= t``).
+    segment_ids: Optional int ``[B, T]`` segment ids (requires ``S == T``).
+    scale: Logit scale, default ``1 / sqrt(D)``.
+
+  Returns:
+    ``[B, T, N, D]`` attention output in ``q.dtype``.
+  """
+  _check_qkv(q, k, v)
+  _, t, n, d = q.shape
+  s, kh = k.shape[1], k.shape[2]
+  groups = n // kh
+  hi = jax.lax.Precision.HIGHEST
+  q32 = q.astype(jnp.float32)
+  k32 = jnp.repeat(k.astype(jnp.float32), groups, axis=2)
+  v32 = jnp.repeat(v.astype(jnp.float32), groups, axis=2)
+  scale = (1.0 / np.sqrt(d)) if scale is None else scale
+  logits = jnp.einsum('btnd,bsnd->bnts', q32, k32, precision=hi) * scale
+  mask = jnp.ones((1, 1, t, s), dtype=bool)
+  if causal:
+    mask = mask & (jnp.arange(t)[:, None] >= jnp.arange(s)[None, :])
+  if segment_ids is not None:
+    mask = mask & _segment_mask(segment_ids, s)
+  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1)
+  out = jnp.einsum('bnts,bsnd->btnd', probs, v32, precision=hi)
+  return out.astype(q.dtype)
+
+
+class TransformerBlock(nn.Module):
+  """Pre-norm decoder block in the Llama convention (Touvron et al., 2023).
+
+  ::
+
+      h = x + o_proj(attention_fn(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1)))
+          with n1 = input_norm(x)
+      y = h + MLP(post_attention_norm(h))
+
+  where ``MLP`` is ``down_proj(silu(gate_proj(z)) * up_proj(z))`` for
+  ``mlp_activation='swiglu'`` (Shazeer, 2020; Llama) or
+  ``down_proj(gelu(up_proj(z)))`` (tanh-approximate GELU, GPT-2 style) for
+  ``'gelu'``. Norms are :class:`RMSNorm`. Submodule names follow HF Llama
+  (``q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj,
+  input_norm, post_attention_norm``) so that checkpoints can be mapped; note
+  Flax kernels are ``[in, out]`` (the transpose of torch ``weight``), and
+  head ``h`` of ``q_proj`` occupies output columns ``h*D:(h+1)*D`` as in HF.
+
+  Attributes:
+    num_heads: Number of query heads ``N``.
+    mlp_dim: Hidden width of the MLP.
+    num_kv_heads: Number of key/value heads ``K`` (GQA); default ``N``.
+    head_dim: Per-head dim ``D``; default ``d_model // num_heads``.
+    mlp_activation: ``'swiglu'`` or ``'gelu'``.
+    attention_fn: Function following the :data:`AttentionFn` protocol
+      (default :func:`softmax_attention`), e.g. stick-breaking attention.
+    use_rope: Apply rotary embeddings to q and k.
+    rope_theta: RoPE base.
+    rope_interleaved: RoPE pairing convention (see :func:`apply_rope`).
+    causal: Passed to ``attention_fn``.
+    dtype: Computation dtype (``None``: inferred).
+    param_dtype: Parameter dtype.
+    use_bias: Whether projections have biases (Llama: False).
+    norm_epsilon: RMSNorm epsilon.
+    kernel_init: Initializer of all projection kernels.
+  """
+
+  num_heads: int
+  mlp_dim: int
+  num_kv_heads: Optional[int] = None
+  head_dim: Optional[int] = None
+  mlp_activation: str = 'swiglu'
+  attention_fn: AttentionFn = softmax_attention
+  use_rope: bool = True
+  rope_theta: float = 10000.0
+  rope_interleaved: bool = False
+  causal: bool = True
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+  use_bias: bool = False
+  norm_epsilon: float = 1e-6
+  kernel_init: Initializer = default_kernel_init
+
+  def _dense(self, features: int, name: str) -> nn.Dense:
+    return nn.Dense(
+      features,
+      use_bias=self.use_bias,
+      kernel_init=self.kernel_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name=name,
+    )
+
+  def _norm(self, name: str) -> RMSNorm:
+    return RMSNorm(epsilon=self.norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
+  @nn.compact
+  def __call__(
+    self, x: Array, *, positions: Optional[Array] = None, segment_ids: Optional[Array] = None
+  ) -> Array:
+    """Applies the block.
+
+    Args:
+      x: Inputs ``[B, T, d_model]``.
+      positions: Int positions ``[B, T]`` (or ``[T]``) for RoPE; default
+        ``arange(T)``. Pass per-segment positions for packed sequences.
+      segment_ids: Optional int ``[B, T]``, forwarded to ``attention_fn``.
+
+    Returns:
+      ``[B, T, d_model]``.
+    """
+    b, t, d_model = x.shape
+    n = self.num_heads
+    kh = self.num_kv_heads if self.num_kv_heads is not None else n
+    if n % kh:
+      raise ValueError(f'num_kv_heads={kh} must divide num_heads={n}.')
+    if self.head_dim is not None:
+      hd = self.head_dim
+    else:
+      if d_model % n:
+        raise ValueError(f'd_model={d_model} not divisible by num_heads={n}; set head_dim.')
+      hd = d_model // n
+    if positions is None:
+      positions = jnp.arange(t, dtype=jnp.int32)[None, :]
+
+    # Attention sub-block.
+    h = self._norm('input_norm')(x)
+    q = self._dense(n * hd, 'q_proj')(h).reshape(b, t, n, hd)
+    k = self._dense(kh * hd, 'k_proj')(h).reshape(b, t, kh, hd)
+    v = self._dense(kh * hd, 'v_proj')(h).reshape(b, t, kh, hd)
+    if self.use_rope:
+      q = apply_rope(q, positions, theta=self.rope_theta, interleaved=self.rope_interleaved)
+      k = apply_rope(k, positions, theta=self.rope_theta, interleaved=self.rope_interleaved)
+    attn = self.attention_fn(q, k, v, causal=self.causal, segment_ids=segment_ids)
+    attn = attn.reshape(b, t, n * hd)
+    x = x + self._dense(d_model, 'o_proj')(attn)
+
+    # MLP sub-block.
+    h = self._norm('post_attention_norm')(x)
+    if self.mlp_activation == 'swiglu':
+      gate = self._dense(self.mlp_dim, 'gate_proj')(h)
+      up = self._dense(self.mlp_dim, 'up_proj')(h)
+      h = nn.silu(gate) * up
+    elif self.mlp_activation == 'gelu':
+      h = nn.gelu(self._dense(self.mlp_dim, 'up_proj')(h), approximate=True)
+    else:
+      raise ValueError(f"Unknown mlp_activation {self.mlp_activation!r}; expected 'swiglu' or 'gelu'.")
+    return x + self._dense(d_model, 'down_proj')(h)
