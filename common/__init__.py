@@ -14,6 +14,7 @@ __all__ = [
   'errors',
   'metrics',
   'nn',
+  'ppo',
   'projects',
   'results',
   'schedules',

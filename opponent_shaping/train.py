@@ -1,0 +1,354 @@
+"""Training: two learners in a two-player game, as one jitted scan per chunk, vmapped over seeds.
+
+Per update (`make_update`): roll out `num_envs` episodes of the game with both agents' current policies;
+compute each agent's GAE advantages from its own time-aware critic; form agent i's advantages as the
+Advantage Alignment of its own advantages with the opponent's (`alignment.aligned_advantages`, beta = 0 is
+the naive learner); take a policy-gradient or PPO-clipped step for each actor and `critic_steps` steps for
+each critic on the λ-returns.
+
+`config.methods` maps a method name to its beta; all methods train in one process on the same seeds, so a
+cross-method league can be played at the end (`evaluate.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from absl import logging
+
+from common import checkpoint
+from common import distributed
+from common import metrics as metrics_lib
+from common import ppo
+from opponent_shaping import agents as agents_lib
+from opponent_shaping import alignment
+from opponent_shaping import games
+
+PLAYS = ('independent', 'self_play')
+LOSSES = ('pg', 'ppo')
+
+
+@flax.struct.dataclass
+class TrainState:
+  """One seed of one method. `actor`/`critic` carry a leading axis of 2 (one per seat) with independent
+  learners, and no such axis in self-play (one parameter set plays both seats)."""
+
+  step: jax.Array
+  rng: jax.Array
+  actor: Any
+  critic: Any
+  actor_opt: Any
+  critic_opt: Any
+
+
+class Trajectory(NamedTuple):
+  obs: jax.Array  # [T, 2, B, obs_dim]
+  t: jax.Array  # [T, B]
+  actions: jax.Array  # [T, 2, B, heads]
+  logp: jax.Array  # [T, 2, B]
+  rewards: jax.Array  # [T, 2, B]
+  info: dict  # each [T, B, ...]
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Clear errors for bad settings, before anything compiles."""
+  if config.play not in PLAYS:
+    raise ValueError(f"unknown play '{config.play}' (valid: {', '.join(PLAYS)})")
+  if config.loss not in LOSSES:
+    raise ValueError(f"unknown loss '{config.loss}' (valid: {', '.join(LOSSES)})")
+  for name, beta in config.methods.items():
+    if beta < 0:
+      raise ValueError(f'method {name}: beta must be >= 0, got {beta}')
+  alignment.validate_options(past=config.alignment.past, mask=config.alignment.mask)
+  if config.normalize not in ('std', 'meanstd', 'none'):
+    raise ValueError(f"unknown normalize '{config.normalize}' (valid: std, meanstd, none)")
+
+
+def make_game(config):
+  return games.make_game(config.game, **config.game_kwargs)
+
+
+def stack_seats(tree, play: str):
+  """Parameters for both seats: as they are (independent) or the shared set twice (self-play)."""
+  if play == 'independent':
+    return tree
+  return jax.tree.map(lambda x: jnp.stack([x, x]), tree)
+
+
+def sample_actions(key, logits):
+  """logits [..., heads, choices] -> (actions [..., heads], log-prob summed over heads [...])."""
+  actions = jax.random.categorical(key, logits)
+  logp = jnp.take_along_axis(jax.nn.log_softmax(logits), actions[..., None], -1)[..., 0].sum(-1)
+  return actions, logp
+
+
+def make_rollout(game, agent, num_envs: int):
+  """`rollout(actor2, key, opponent=None) -> Trajectory`: seat 0 and seat 1 act with `actor2[0]`,
+  `actor2[1]`; with `opponent` (a fixed policy `(obs_row, key) -> action`), seat 1 uses it instead."""
+
+  def rollout(actor2, key, opponent=None):
+    k_reset, k_loop = jax.random.split(key)
+    env = jax.vmap(game.reset)(jax.random.split(k_reset, num_envs))
+    carry = jnp.broadcast_to(agent.initial_carry(), (2, num_envs) + agent.initial_carry().shape)
+    act = jax.vmap(jax.vmap(agent.actor_step, in_axes=(None, 0, 0, 0)), in_axes=(0, 0, 0, None))
+
+    def step(c, key):
+      env, carry = c
+      k_act, k_opp, k_env = jax.random.split(key, 3)
+      obs = jnp.swapaxes(jax.vmap(game.observe)(env), 0, 1)  # [2, B, obs_dim]
+      carry, logits = act(actor2, carry, obs, env.t)
+      actions, logp = sample_actions(k_act, logits)
+      if opponent is not None:
+        fixed = jax.vmap(opponent)(obs[1], jax.random.split(k_opp, num_envs)).astype(actions.dtype)
+        actions = actions.at[1].set(fixed)
+      env_next, rewards, info = jax.vmap(game.step)(
+        env, jnp.swapaxes(actions, 0, 1), jax.random.split(k_env, num_envs)
+      )
+      return (env_next, carry), Trajectory(obs, env.t, actions, logp, rewards.T, info)
+
+    _, traj = jax.lax.scan(step, (env, carry), jax.random.split(k_loop, game.episode_length))
+    return traj
+
+  return rollout
+
+
+def sequence_logp(agent, actor_params, obs, t, actions):
+  """Log-probs of one seat's actions along [T, B] under `actor_params`, re-running the recurrent policy."""
+
+  def step(carry, x):
+    o, tt, a = x
+    carry, logits = jax.vmap(agent.actor_step, in_axes=(None, 0, 0, 0))(actor_params, carry, o, tt)
+    logp_all = jax.nn.log_softmax(logits)
+    logp = jnp.take_along_axis(logp_all, a[..., None], -1)[..., 0].sum(-1)
+    entropy = ppo.entropy_of_logits(logits).sum(-1)
+    return carry, (logp, entropy)
+
+  carry = jnp.broadcast_to(agent.initial_carry(), (obs.shape[1],) + agent.initial_carry().shape)
+  _, (logp, entropy) = jax.lax.scan(step, carry, (obs, t, actions))
+  return logp, entropy
+
+
+def seat_values(agent, critic_params, obs, t):
+  """V for one seat over [T, B]."""
+  return jax.vmap(agent.critic_values, in_axes=(None, 1, 1), out_axes=1)(critic_params, obs, t)
+
+
+def _normalize(adv, how):
+  if how == 'none':
+    return adv
+  if how == 'std':
+    return adv / (adv.std() + 1e-8)
+  return ppo.normalize(adv)
+
+
+def make_update(config, game, agent, beta):
+  """One training update for one seed; `beta` (traced) is the Advantage Alignment weight."""
+  rollout = make_rollout(game, agent, config.num_envs)
+  actor_tx, critic_tx = make_optimizers(config)
+  gae = jax.vmap(
+    functools.partial(ppo.gae, gamma=config.gamma, lam=config.lam), in_axes=(1, 1, None), out_axes=1
+  )  # Over the batch axis of [T, B].
+  align = jax.vmap(
+    functools.partial(
+      alignment.aligned_advantages,
+      gamma=config.gamma,
+      past=config.alignment.past,
+      mask=config.alignment.mask,
+      past_discount=config.alignment.past_discount,
+    ),
+    in_axes=(1, 1, None),
+    out_axes=1,
+  )
+
+  def update(state: TrainState, _):
+    key = jax.random.fold_in(state.rng, state.step)
+    traj = rollout(stack_seats(state.actor, config.play), key)
+    critic2 = stack_seats(state.critic, config.play)
+    values = jax.vmap(functools.partial(seat_values, agent), in_axes=(0, 1, None))(critic2, traj.obs, traj.t)
+    rewards = jnp.swapaxes(traj.rewards, 0, 1)  # [2, T, B]
+    adv, returns = jax.vmap(gae, in_axes=(0, 0, None))(rewards, values, jnp.zeros(()))
+    adv = jax.vmap(_normalize, in_axes=(0, None))(adv, config.normalize)
+    aligned = jnp.stack([align(adv[0], adv[1], beta), align(adv[1], adv[0], beta)])  # [2, T, B]
+    logp_old = jnp.swapaxes(traj.logp, 0, 1)
+
+    def actor_loss(actor_params):
+      actor2 = stack_seats(actor_params, config.play)
+      logp, entropy = jax.vmap(functools.partial(sequence_logp, agent), in_axes=(0, 1, None, 1))(
+        actor2, traj.obs, traj.t, traj.actions
+      )
+      if config.loss == 'ppo':
+        losses = jax.vmap(lambda lp, lo, a: ppo.ppo_clipped_loss(lp, lo, a, clip_eps=config.clip_eps)[0])(
+          logp, logp_old, aligned
+        )
+      else:
+        losses = jax.vmap(ppo.policy_gradient_loss)(logp, aligned)
+      return losses.sum() - config.entropy * entropy.mean(axis=(1, 2)).sum(), entropy.mean()
+
+    def critic_loss(critic_params):
+      v = jax.vmap(functools.partial(seat_values, agent), in_axes=(0, 1, None))(
+        stack_seats(critic_params, config.play), traj.obs, traj.t
+      )
+      return jax.vmap(ppo.value_loss)(v, returns).sum()
+
+    def actor_epoch(carry, _):
+      params, opt = carry
+      (loss, entropy), grads = jax.value_and_grad(actor_loss, has_aux=True)(params)
+      updates, opt = actor_tx.update(grads, opt, params)
+      return (optax.apply_updates(params, updates), opt), (loss, entropy, optax.tree.norm(grads))
+
+    def critic_epoch(carry, _):
+      params, opt = carry
+      loss, grads = jax.value_and_grad(critic_loss)(params)
+      updates, opt = critic_tx.update(grads, opt, params)
+      return (optax.apply_updates(params, updates), opt), loss
+
+    epochs = config.ppo_epochs if config.loss == 'ppo' else 1
+    (actor, actor_opt), (a_loss, entropy, a_norm) = jax.lax.scan(
+      actor_epoch, (state.actor, state.actor_opt), None, length=epochs
+    )
+    (critic, critic_opt), c_loss = jax.lax.scan(
+      critic_epoch, (state.critic, state.critic_opt), None, length=config.critic_steps
+    )
+    state = state.replace(
+      step=state.step + 1, actor=actor, critic=critic, actor_opt=actor_opt, critic_opt=critic_opt
+    )
+    stats = {
+      'actor_loss': a_loss[-1],
+      'critic_loss': c_loss[-1],
+      'entropy': entropy[-1],
+      'actor_grad_norm': a_norm[-1],
+      'return_per_step': traj.rewards.mean(),
+    }
+    stats.update(game_stats(config.game, traj))
+    return state, stats
+
+  return update
+
+
+def game_stats(game_name: str, traj: Trajectory) -> dict:
+  """Per-update summaries with the papers' names: cooperation (IPD), own-coin ratio (Coin Game),
+  max-sum ratio (Negotiation)."""
+  if game_name == 'ipd':
+    return {'cooperation': traj.info['cooperate'].mean()}
+  if game_name == 'coin_game':
+    own, other = traj.info['own_pickup'].sum(), traj.info['other_pickup'].sum()
+    return {
+      'own_coin_ratio': own / jnp.maximum(own + other, 1.0),
+      'pickups_per_step': (own + other) / traj.info['own_pickup'].size * 2,
+    }
+  if game_name == 'negotiation':
+    return {'max_sum_ratio': traj.rewards.sum() / traj.info['max_sum'].sum()}
+  return {}
+
+
+def make_optimizers(config):
+  def tx(lr):
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(lr))
+
+  return tx(config.actor_lr), tx(config.critic_lr)
+
+
+def make_init(config, game, agent):
+  """`init(rng) -> TrainState` for one seed."""
+  actor_tx, critic_tx = make_optimizers(config)
+
+  def init(rng):
+    rng_init, rng_loop = jax.random.split(rng)
+    seats = 2 if config.play == 'independent' else 1
+    params = jax.vmap(agent.init)(jax.random.split(rng_init, seats))
+    if config.play == 'self_play':
+      params = jax.tree.map(lambda x: x[0], params)
+    return TrainState(
+      step=jnp.array(0),
+      rng=rng_loop,
+      actor=params['actor'],
+      critic=params['critic'],
+      actor_opt=actor_tx.init(params['actor']),
+      critic_opt=critic_tx.init(params['critic']),
+    )
+
+  return init
+
+
+def make_train_chunk(config, game, agent):
+  """`train_chunk(states, betas, length) -> (states, stats)`: `length` updates of every seed, jitted,
+  vmapped over the seed axis (states and betas carry it), scanned over updates; stats are averaged over
+  the chunk's updates."""
+
+  @functools.partial(jax.jit, static_argnums=2, donate_argnums=0)
+  def train_chunk(states, betas, length):
+    def one_seed(state, beta):
+      update = make_update(config, game, agent, beta)
+      state, stats = jax.lax.scan(update, state, None, length=length)
+      return state, jax.tree.map(lambda x: x.mean(0), stats)
+
+    return jax.vmap(one_seed)(states, betas)
+
+  return train_chunk
+
+
+def shard_seeds(states):
+  """Splits the seed axis over every device (a no-op on one device). jit then runs each device's seeds
+  where they live; a seed count that does not divide the device count stays on one device, with a warning."""
+  mesh = distributed.make_mesh()
+  if distributed.num_devices(mesh) == 1:
+    return states
+  try:
+    return distributed.shard_leading(states, mesh)
+  except ValueError as e:
+    logging.warning('seeds stay on one device: %s', e)
+    return states
+
+
+def init_states(config, game, agent):
+  """{method: TrainState stacked over seeds}; every method starts from the same seeds."""
+  init = jax.jit(jax.vmap(make_init(config, game, agent)))
+  seeds = jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
+  return {name: init(seeds) for name in config.methods}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """Trains every method of `config.methods` over `config.num_seeds` seeds with checkpoints and metrics,
+  then evaluates (`evaluate.evaluate_and_report`) and writes results.json with the claims."""
+  from opponent_shaping import evaluate  # Local: evaluate imports this module.
+
+  validate(config)
+  start_time = time.time()
+  game = make_game(config)
+  agent = agents_lib.make_agent(config.arch, game, hidden=config.hidden)
+  train_chunk = make_train_chunk(config, game, agent)
+  with checkpoint.Checkpointer(workdir, every=config.checkpoint_every, keep=2) as ckpt:
+    states, start = ckpt.restore_or_init(init_states(config, game, agent))
+    states = shard_seeds(states)
+    betas = {name: jnp.full((config.num_seeds,), beta, jnp.float32) for name, beta in config.methods.items()}
+    with metrics_lib.MetricWriter(workdir, resume_step=start) as writer:
+      for begin, end in metrics_lib.chunks(config.updates, config.log_every, start=start):
+        row = {}
+        for name in config.methods:
+          states[name], stats = train_chunk(states[name], betas[name], end - begin)
+          row[name] = jax.tree.map(lambda x: x.mean(), stats)
+        writer.write(end, {'train': row})
+        ckpt.save(end, states, force=end == config.updates)
+  train_seconds = time.time() - start_time
+  return evaluate.evaluate_and_report(
+    config, workdir, game, agent, states, train_seconds=train_seconds, start_time=start_time
+  )
+
+
+def env_steps_per_update(config) -> int:
+  return config.num_envs * make_game(config).episode_length
+
+
+def seconds_to_str(seconds: float) -> str:
+  return time.strftime('%H:%M:%S', time.gmtime(seconds))
+
+
+__all__ = ['TrainState', 'make_train_chunk', 'train_and_evaluate', 'init_states', 'validate']
