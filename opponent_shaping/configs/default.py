@@ -66,8 +66,25 @@ def get_config(arg=None):
     c.updates = 1000
     c.checkpoint_every = 500
     c.acceptance.tft_min_seeds = 3
+  return apply_run_args(c, arg)
+
+
+def apply_run_args(c, arg):
+  """The `seeds=N,updates=N` arguments every config of this project accepts (0: keep the config's)."""
   if arg.seeds:
     c.num_seeds = arg.seeds
   if arg.updates:
     c.updates = arg.updates
+  return c
+
+
+def shrink_for_smoke(c):
+  """The `smoke` form of a GPU config: a CPU plumbing check (tiny GRU, 20 updates), not a reproduction."""
+  c.hidden = 16
+  c.num_envs = 64
+  c.num_seeds = 2
+  c.updates = 20
+  c.log_every = 10
+  c.checkpoint_every = 10
+  c.eval_envs = 64
   return c

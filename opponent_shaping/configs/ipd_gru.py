@@ -37,16 +37,6 @@ def get_config(arg=None):
   c.acceptance.tft_p_cd = 0.3
   c.acceptance.tft_min_seeds = 6
   if arg.smoke:
-    c.hidden = 16
-    c.num_envs = 64
-    c.num_seeds = 2
-    c.updates = 20
-    c.log_every = 10
-    c.checkpoint_every = 10
-    c.eval_envs = 64
+    default.shrink_for_smoke(c)
     c.acceptance.tft_min_seeds = 2
-  if arg.seeds:
-    c.num_seeds = arg.seeds
-  if arg.updates:
-    c.updates = arg.updates
-  return c
+  return default.apply_run_args(c, arg)

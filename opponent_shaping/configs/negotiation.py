@@ -37,15 +37,5 @@ def get_config(arg=None):
   c.eval_opponents = ('greedy', 'cooperative')
   c.acceptance = config_lib.ml_collections.ConfigDict({'aligned_min_ratio': 0.85, 'naive_max_ratio': 0.70})
   if arg.smoke:
-    c.hidden = 16
-    c.num_envs = 64
-    c.num_seeds = 2
-    c.updates = 20
-    c.log_every = 10
-    c.checkpoint_every = 10
-    c.eval_envs = 64
-  if arg.seeds:
-    c.num_seeds = arg.seeds
-  if arg.updates:
-    c.updates = arg.updates
-  return c
+    default.shrink_for_smoke(c)
+  return default.apply_run_args(c, arg)
