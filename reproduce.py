@@ -167,7 +167,7 @@ def write_report(
     '| project | experiment | status | wall-clock (s) | device |',
     '|---|---|---|---|---|',
   ]
-  devices = {(r['project'], r['experiment']): r.get('run', {}).get('device_kind', '?') for r in all_results}
+  devices = {(r['project'], r['_run_name']): r.get('run', {}).get('device_kind', '?') for r in all_results}
   for project, experiment, status, seconds in statuses:
     lines.append(
       f'| {project} | {experiment} | {esc(status or "ok")} | {seconds:.1f} | '
@@ -212,6 +212,7 @@ def main(argv):
       try:
         res = results_lib.read_results(workdir)
         res['_workdir'] = workdir
+        res['_run_name'] = experiment  # The experiments.py name (results.json may name it otherwise).
         all_results.append(res)
       except (OSError, ValueError, TypeError) as e:
         status = f'unreadable results.json ({e})'

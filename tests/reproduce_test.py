@@ -64,6 +64,7 @@ def test_one_failure_does_not_stop_the_rest(fake_repo):
   assert '1 of 3 experiments ran; 1 of 1 claims pass' in out
   report = open(os.path.join(fake_repo, 'runs', 'report.md')).read()
   assert '| broken | crash | exit code 3 |' in report
+  assert '| toyproj | default | ok |' in report and '| cpu |' in report
   assert '| toyproj | default | measured < 0.1' not in report  # Criterion is not a table column.
   assert '![loss.png](smoke/toyproj/default/loss.png)' in report
   assert os.path.exists(os.path.join(fake_repo, 'runs', 'smoke', 'toyproj', 'default', 'loss.png'))

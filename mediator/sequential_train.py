@@ -1,0 +1,234 @@
+"""The sequential supply chain with a learning manager: IPPO factories and a PPO manager, trained together.
+
+Per update, `num_envs` episodes of `episode_length` steps are rolled out (one `lax.scan`):
+- the manager (variant 'incentives') sees the global state and samples, for every factory, a per-unit bonus
+  level for units ordered from supplier B (`chain.bonus_levels`);
+- each factory sees its own observation (inventory, pipeline, last demand and order, agent id, time) and
+  its bonus, and picks (quantity, supplier) with a policy shared by all factories (IPPO with an agent-id
+  input: the paper's plain multi-agent baseline is this learner with no manager);
+- factories are rewarded with raw profit + payout, the manager with sum raw - kappa * payout.
+Both learn with PPO-clipped losses on GAE advantages (`common.ppo`); the manager's step is applied every
+`manager_every` updates (slower timescale).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from common import nn as common_nn
+from common import ppo
+from common.errors import ConfigError
+from mediator import static_train
+
+SEQUENTIAL_MANAGERS = ('none', 'incentives')
+
+
+@flax.struct.dataclass
+class SeqState:
+  step: jax.Array
+  rng: jax.Array
+  factory: Any  # {'actor': params, 'critic': params}
+  manager: Any
+  factory_opt: Any
+  manager_opt: Any
+
+
+class Batch(NamedTuple):
+  x: jax.Array  # [T, E, N, obs + levels]: factory inputs
+  actions: jax.Array  # [T, E, N]
+  logp: jax.Array  # [T, E, N]
+  reward: jax.Array  # [T, E, N]: raw + payout
+  gs: jax.Array  # [T, E, G]: global state
+  bonus: jax.Array  # [T, E, N]: bonus level indices
+  m_logp: jax.Array  # [T, E]
+  m_reward: jax.Array  # [T, E]
+  stats: dict
+
+
+def check_manager(manager: str) -> bool:
+  if manager not in SEQUENTIAL_MANAGERS:
+    raise ConfigError(
+      f"manager '{manager}' is not available in the supply chain (valid: {', '.join(SEQUENTIAL_MANAGERS)})"
+    )
+  return manager == 'incentives'
+
+
+def make_sequential(config, chain, manager: str):
+  """`(init, update, rollout)` for one seed of the `manager` variant."""
+  pays = check_manager(manager)
+  n, levels = chain.num_factories, len(chain.bonus_levels)
+  bonus_values = jnp.asarray(chain.bonus_levels, jnp.float32)
+  hidden = (config.hidden, config.hidden)
+  f_actor = common_nn.MLP(hidden + (chain.num_actions,))
+  f_critic = common_nn.MLP(hidden + (1,))
+  m_actor = common_nn.MLP(hidden + (n * levels,))
+  m_critic = common_nn.MLP(hidden + (1,))
+  factory_tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.factory_lr))
+  manager_tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.manager_lr))
+  x_dim, g_dim = chain.obs_dim + levels, chain.global_state_dim
+
+  def init(rng):
+    rng_init, rng_loop = jax.random.split(rng)
+    k = jax.random.split(rng_init, 4)
+    factory = {
+      'actor': f_actor.init(k[0], jnp.zeros((x_dim,))),
+      'critic': f_critic.init(k[1], jnp.zeros((x_dim,))),
+    }
+    manager_p = {
+      'actor': m_actor.init(k[2], jnp.zeros((g_dim,))),
+      'critic': m_critic.init(k[3], jnp.zeros((g_dim,))),
+    }
+    return SeqState(
+      step=jnp.array(0),
+      rng=rng_loop,
+      factory=factory,
+      manager=manager_p,
+      factory_opt=factory_tx.init(factory),
+      manager_opt=manager_tx.init(manager_p),
+    )
+
+  def rollout(state, key, num_envs):
+    k_reset, k_loop = jax.random.split(key)
+    env = jax.vmap(chain.reset)(jax.random.split(k_reset, num_envs))
+
+    def step(env, key):
+      k_bonus, k_act, k_env = jax.random.split(key, 3)
+      gs = jax.vmap(chain.global_state)(env)
+      if pays:
+        m_logits = m_actor.apply(state.manager['actor'], gs).reshape(num_envs, n, levels)
+        bonus = jax.random.categorical(k_bonus, m_logits)
+        m_logp = jnp.take_along_axis(jax.nn.log_softmax(m_logits), bonus[..., None], -1)[..., 0].sum(-1)
+      else:
+        bonus = jnp.zeros((num_envs, n), jnp.int32)
+        m_logp = jnp.zeros((num_envs,))
+      x = jnp.concatenate([jax.vmap(chain.observe)(env), jax.nn.one_hot(bonus, levels)], -1)
+      logits = f_actor.apply(state.factory['actor'], x)
+      actions = jax.random.categorical(k_act, logits)
+      logp = jnp.take_along_axis(jax.nn.log_softmax(logits), actions[..., None], -1)[..., 0]
+      env, raw, info = jax.vmap(chain.step)(env, actions, jax.random.split(k_env, num_envs))
+      rew = jax.vmap(lambda r, i, b: chain.rewards(r, i, b, config.kappa))(raw, info, bonus_values[bonus])
+      stats = {
+        'raw': raw.sum(-1),
+        'agents': rew['agents'].sum(-1),
+        'manager': rew['manager'],
+        'payout': rew['payout'],
+        'units_a': info['units_a'].sum(-1),
+        'units_b': info['units_b'].sum(-1),
+        'fill_a': info['fill_a'],
+        'lost': info['lost'].sum(-1),
+      }
+      return env, Batch(x, actions, logp, rew['agents'], gs, bonus, m_logp, rew['manager'], stats)
+
+    _, batch = jax.lax.scan(step, env, jax.random.split(k_loop, chain.episode_length))
+    return batch
+
+  def advantages(values, rewards):
+    """GAE along time (axis 0) for every other axis, bootstrap 0 (fixed-length episodes)."""
+    flat_v = values.reshape(values.shape[0], -1)
+    flat_r = rewards.reshape(rewards.shape[0], -1)
+    gae = functools.partial(ppo.gae, gamma=config.gamma, lam=config.lam)
+    adv, ret = jax.vmap(gae, in_axes=(1, 1, None), out_axes=1)(flat_r, flat_v, jnp.zeros(()))
+    return adv.reshape(values.shape), ret.reshape(values.shape)
+
+  def ppo_epochs(params, opt, tx, loss_fn, length):
+    def epoch(carry, _):
+      params, opt = carry
+      loss, grads = jax.value_and_grad(loss_fn)(params)
+      updates, opt = tx.update(grads, opt, params)
+      return (optax.apply_updates(params, updates), opt), loss
+
+    (params, opt), losses = jax.lax.scan(epoch, (params, opt), None, length=length)
+    return params, opt, losses[-1]
+
+  def update(state: SeqState, _):
+    key = jax.random.fold_in(state.rng, state.step)
+    batch = rollout(state, key, config.num_envs)
+    scale = config.reward_scale
+    f_values = f_critic.apply(state.factory['critic'], batch.x)[..., 0]
+    f_adv, f_ret = advantages(f_values, batch.reward * scale)
+    f_adv = ppo.normalize(f_adv)
+
+    def factory_loss(params):
+      logits = f_actor.apply(params['actor'], batch.x)
+      logp = jnp.take_along_axis(jax.nn.log_softmax(logits), batch.actions[..., None], -1)[..., 0]
+      pg, _ = ppo.ppo_clipped_loss(logp, batch.logp, f_adv, clip_eps=config.clip_eps)
+      v = f_critic.apply(params['critic'], batch.x)[..., 0]
+      entropy = ppo.entropy_of_logits(logits).mean()
+      return pg + config.value_coef * ppo.value_loss(v, f_ret) - config.entropy * entropy
+
+    factory, factory_opt, f_loss = ppo_epochs(
+      state.factory, state.factory_opt, factory_tx, factory_loss, config.ppo_epochs
+    )
+    manager_p, manager_opt, m_loss = state.manager, state.manager_opt, jnp.zeros(())
+    if pays:
+      m_values = m_critic.apply(state.manager['critic'], batch.gs)[..., 0]
+      m_adv, m_ret = advantages(m_values, batch.m_reward * scale)
+      m_adv = ppo.normalize(m_adv)
+
+      def manager_loss(params):
+        logits = m_actor.apply(params['actor'], batch.gs).reshape(batch.bonus.shape + (levels,))
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits), batch.bonus[..., None], -1)[..., 0].sum(-1)
+        pg, _ = ppo.ppo_clipped_loss(logp, batch.m_logp, m_adv, clip_eps=config.clip_eps)
+        v = m_critic.apply(params['critic'], batch.gs)[..., 0]
+        entropy = ppo.entropy_of_logits(logits).mean()
+        return pg + config.value_coef * ppo.value_loss(v, m_ret) - config.entropy * entropy
+
+      new_p, new_opt, m_loss = ppo_epochs(
+        state.manager, state.manager_opt, manager_tx, manager_loss, config.ppo_epochs
+      )
+      active = state.step % config.manager_every == 0
+      manager_p = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_p, state.manager)
+      manager_opt = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_opt, state.manager_opt)
+    state = state.replace(
+      step=state.step + 1,
+      factory=factory,
+      manager=manager_p,
+      factory_opt=factory_opt,
+      manager_opt=manager_opt,
+    )
+    metrics = summarize(batch.stats)
+    metrics.update(factory_loss=f_loss, manager_loss=m_loss)
+    return state, metrics
+
+  return init, update, rollout
+
+
+def summarize(stats) -> dict:
+  """Per-episode sums (the paper's raw, agents' and manager's rewards) and the mechanism's measures."""
+  per_episode = {k: stats[k].sum(0).mean() for k in ('raw', 'agents', 'manager', 'payout', 'lost')}
+  units_a, units_b = stats['units_a'].sum(), stats['units_b'].sum()
+  return {
+    'raw_reward': per_episode['raw'],
+    'agents_reward': per_episode['agents'],
+    'manager_reward': per_episode['manager'],
+    'payout': per_episode['payout'],
+    'payout_fraction': per_episode['payout'] / jnp.maximum(jnp.abs(per_episode['raw']), 1e-6),
+    'supplier_a_share': units_a / jnp.maximum(units_a + units_b, 1e-6),
+    'fill_a': stats['fill_a'].mean(),
+    'lost_per_episode': per_episode['lost'],
+  }
+
+
+def make_chunk(config, chain, manager: str):
+  return static_train.vmapped_chunk(make_sequential(config, chain, manager)[1])
+
+
+def make_init(config, chain, manager: str):
+  init, _, _ = make_sequential(config, chain, manager)
+  return jax.jit(jax.vmap(init))
+
+
+def make_evaluate(config, chain, manager: str):
+  _, _, rollout = make_sequential(config, chain, manager)
+
+  @jax.jit
+  def evaluate(states, key):
+    return jax.vmap(lambda s: summarize(rollout(s, key, config.eval_envs).stats))(states)
+
+  return evaluate
