@@ -55,6 +55,31 @@ class Claim:
     if isinstance(self.measured, float) and not math.isfinite(self.measured) and self.passed:
       raise ValueError(f"claim '{self.name}' passes with a non-finite measured value {self.measured}")
 
+  @classmethod
+  def at_least(cls, name: str, *, paper, measured: float, threshold: float, unit: str = '', note: str = ''):
+    """A claim that passes when `measured >= threshold`; the criterion text is written from the same
+    comparison, so the two cannot disagree."""
+    return cls(
+      name,
+      paper,
+      measured,
+      bool(measured >= threshold),
+      unit,
+      f'>= {threshold}' + (f' ({note})' if note else ''),
+    )
+
+  @classmethod
+  def at_most(cls, name: str, *, paper, measured: float, threshold: float, unit: str = '', note: str = ''):
+    """A claim that passes when `measured <= threshold`."""
+    return cls(
+      name,
+      paper,
+      measured,
+      bool(measured <= threshold),
+      unit,
+      f'<= {threshold}' + (f' ({note})' if note else ''),
+    )
+
 
 def git_commit(cwd: str | None = None) -> str:
   """The current commit (with '-dirty' when the tree has uncommitted changes), or 'unknown'."""

@@ -75,3 +75,15 @@ def test_missing_plot_and_bad_file(tmp_path):
 
 def test_git_commit_outside_a_repository(tmp_path):
   assert results.git_commit(str(tmp_path)) == 'unknown'
+
+
+def test_threshold_constructors():
+  up = results.Claim.at_least('x', paper=1.0, measured=1.2, threshold=1.1, unit='u', note='n')
+  assert up == results.Claim('x', 1.0, 1.2, True, 'u', '>= 1.1 (n)')
+  assert not results.Claim.at_least('x', paper=1.0, measured=1.0, threshold=1.1).passed
+  assert results.Claim.at_least('x', paper=1.0, measured=1.1, threshold=1.1).passed
+  down = results.Claim.at_most('y', paper=None, measured=np.float32(0.5), threshold=0.6)
+  assert down.passed is True and down.criterion == '<= 0.6'
+  assert not results.Claim.at_most('y', paper=None, measured=0.7, threshold=0.6).passed
+  with pytest.raises(ValueError, match='non-finite'):
+    results.Claim.at_least('z', paper=None, measured=float('inf'), threshold=0.0)

@@ -117,99 +117,85 @@ def claims_for(config, ev) -> list[results.Claim]:
   """The acceptance claims of `config.acceptance`, measured on `ev`. The thresholds live in the config."""
   acc, game = config.acceptance, config.game
   naive, aligned = config.claim_methods.naive, config.claim_methods.aligned
-  claims = []
+  at_least, at_most = results.Claim.at_least, results.Claim.at_most
   if game == 'ipd':
-    naive_ret = _mean_self(ev['self_play'][naive])
-    aa_ret = _mean_self(ev['self_play'][aligned])
     table = ev['ipd_table'][aligned]
     tft = (table['CC'] >= acc.tft_p_cc) & (table['CD'] <= acc.tft_p_cd)
-    claims += [
-      results.Claim(
+    return [
+      at_most(
         'naive learners defect (mean return per step)',
         paper=-2.0,
-        measured=naive_ret,
-        passed=naive_ret <= acc.naive_max_return,
+        measured=_mean_self(ev['self_play'][naive]),
+        threshold=acc.naive_max_return,
         unit='reward/step',
-        criterion=f'<= {acc.naive_max_return}',
       ),
-      results.Claim(
+      at_least(
         'Advantage Alignment cooperates (mean return per step)',
         paper=-1.0,
-        measured=aa_ret,
-        passed=aa_ret >= acc.aligned_min_return,
+        measured=_mean_self(ev['self_play'][aligned]),
+        threshold=acc.aligned_min_return,
         unit='reward/step',
-        criterion=f'>= {acc.aligned_min_return}',
       ),
-      results.Claim(
+      at_least(
         'Advantage Alignment is tit-for-tat-like (seeds)',
         paper='reciprocity',
         measured=float(tft.sum()),
-        passed=bool(tft.sum() >= acc.tft_min_seeds),
+        threshold=acc.tft_min_seeds,
         unit=f'of {tft.size} seeds',
-        criterion=f'P(C|CC) >= {acc.tft_p_cc} and P(C|CD) <= {acc.tft_p_cd} in >= {acc.tft_min_seeds} seeds',
+        note=f'seeds with P(C|CC) >= {acc.tft_p_cc} and P(C|CD) <= {acc.tft_p_cd}',
       ),
     ]
-  elif game == 'coin_game':
-    aa_own = float(ev['self_play'][aligned]['own_coin_ratio_0'].mean())
-    aa_ret = _mean_self(ev['self_play'][aligned])
-    naive_own = float(ev['self_play'][naive]['own_coin_ratio_0'].mean())
-    vs_defect = float(ev['fixed'][aligned]['always_defect']['return_0'].mean())
-    claims += [
-      results.Claim(
+  if game == 'coin_game':
+    return [
+      at_least(
         'AdAlign self-play own-coin ratio',
         paper=0.70,
-        measured=aa_own,
-        passed=aa_own >= acc.aligned_min_own_coin,
+        measured=float(ev['self_play'][aligned]['own_coin_ratio_0'].mean()),
+        threshold=acc.aligned_min_own_coin,
         unit='ratio',
-        criterion=f'>= {acc.aligned_min_own_coin} (league: AdAlign 0.70-0.87, LOQA 0.91)',
+        note='league: AdAlign 0.70-0.87, LOQA 0.91',
       ),
-      results.Claim(
+      at_least(
         'AdAlign self-play reward per step',
         paper=0.177,
-        measured=aa_ret,
-        passed=aa_ret >= acc.aligned_min_return,
+        measured=_mean_self(ev['self_play'][aligned]),
+        threshold=acc.aligned_min_return,
         unit='reward/step',
-        criterion=f'>= {acc.aligned_min_return}',
       ),
-      results.Claim(
+      at_least(
         'AdAlign is not exploited by always-defect',
         paper=-0.103,
-        measured=vs_defect,
-        passed=vs_defect >= acc.aligned_min_vs_defect,
+        measured=float(ev['fixed'][aligned]['always_defect']['return_0'].mean()),
+        threshold=acc.aligned_min_vs_defect,
         unit='reward/step',
-        criterion=f'>= {acc.aligned_min_vs_defect}',
       ),
-      results.Claim(
+      at_most(
         'naive self-play own-coin ratio',
         paper=0.5,
-        measured=naive_own,
-        passed=naive_own <= acc.naive_max_own_coin,
+        measured=float(ev['self_play'][naive]['own_coin_ratio_0'].mean()),
+        threshold=acc.naive_max_own_coin,
         unit='ratio',
-        criterion=f'<= {acc.naive_max_own_coin}',
       ),
     ]
-  elif game == 'negotiation':
-    aa = float(ev['self_play'][aligned]['max_sum_ratio'].mean())
-    nv = float(ev['self_play'][naive]['max_sum_ratio'].mean())
-    claims += [
-      results.Claim(
+  if game == 'negotiation':
+    return [
+      at_least(
         'AdAlign max-sum ratio',
         paper='cooperative',
-        measured=aa,
-        passed=aa >= acc.aligned_min_ratio,
+        measured=float(ev['self_play'][aligned]['max_sum_ratio'].mean()),
+        threshold=acc.aligned_min_ratio,
         unit='of best total',
-        criterion=f'>= {acc.aligned_min_ratio}',
       ),
-      results.Claim(
+      at_most(
         'naive max-sum ratio',
         paper=0.60,
-        measured=nv,
-        passed=nv <= acc.naive_max_ratio,
+        measured=float(ev['self_play'][naive]['max_sum_ratio'].mean()),
+        threshold=acc.naive_max_ratio,
         unit='of best total',
-        criterion=f'<= {acc.naive_max_ratio} (greedy play gives 0.60)',
+        note='greedy play gives 0.60',
       ),
     ]
-  return claims
+  return []
 
 
 def plot_training(workdir: str, config) -> list[str]:
