@@ -347,8 +347,4 @@ def env_steps_per_update(config) -> int:
   return config.num_envs * make_game(config).episode_length
 
 
-def seconds_to_str(seconds: float) -> str:
-  return time.strftime('%H:%M:%S', time.gmtime(seconds))
-
-
 __all__ = ['TrainState', 'make_train_chunk', 'train_and_evaluate', 'init_states', 'validate']
