@@ -49,6 +49,7 @@ import numpy as np
 from common.errors import ConfigError
 
 SUPPLIER_NAMES = ('A', 'B')
+EXCESS_A = ('late', 'lost')
 
 
 @flax.struct.dataclass
@@ -107,6 +108,9 @@ class SupplyChain:
     bonus_levels: the manager's per-B-unit bonus choices; non-empty, non-negative, sorted ascending.
     initial_inventory: every factory's inventory at reset; in [0, max_inventory]. Not in the §5.4 note:
       one period's mean demand, so the first step is not a forced stock-out.
+    excess_a: what happens to A's unfilled excess: 'late' (the §5.4 note: delivered late_delay_a steps
+      later, paid at order time) or 'lost' (as in the static capacity game: never delivered, not paid,
+      and each unit costs the penalty `lost_sale`), which makes over-using A costly to every factory.
   """
 
   num_factories: int = 4
@@ -125,8 +129,11 @@ class SupplyChain:
   cost_b: float = 2.5
   bonus_levels: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5)
   initial_inventory: float = 4.0
+  excess_a: str = 'late'
 
   def __post_init__(self):
+    if self.excess_a not in EXCESS_A:
+      raise ConfigError(f"excess_a must be one of {', '.join(EXCESS_A)}, got {self.excess_a!r}")
     _check_int('num_factories', self.num_factories, 1)
     _check_int('episode_length', self.episode_length, 1)
     _check_int('max_order', self.max_order, 1)
@@ -259,11 +266,15 @@ class SupplyChain:
     # Shift: column k of the next state is due at step t + 1 + k, so lead ℓ goes to column ℓ − 1.
     pipeline = jnp.concatenate([state.pipeline[:, 1:], jnp.zeros_like(state.pipeline[:, :1])], axis=1)
     pipeline = pipeline.at[:, self.lead_a - 1].add(on_time_a)
-    pipeline = pipeline.at[:, self.lead_a + self.late_delay_a - 1].add(late_a)
+    if self.excess_a == 'late':
+      pipeline = pipeline.at[:, self.lead_a + self.late_delay_a - 1].add(late_a)
+      paid_a, excess_penalty = units_a, jnp.zeros_like(units_a)
+    else:  # 'lost': the unfilled excess is never delivered nor paid, and is penalised like a lost sale.
+      paid_a, excess_penalty = on_time_a, self.lost_sale * late_a
     pipeline = pipeline.at[:, self.lead_b - 1].add(units_b)
     # 4. Payment at order time and profit.
-    purchase_cost = self.cost_a * units_a + self.cost_b * units_b
-    profit = self.price * sales - purchase_cost - self.holding * inventory - self.lost_sale * lost
+    purchase_cost = self.cost_a * paid_a + self.cost_b * units_b
+    profit = self.price * sales - purchase_cost - self.holding * inventory - self.lost_sale * lost - excess_penalty
     next_state = SupplyChainState(
       t=state.t + 1,
       inventory=inventory,

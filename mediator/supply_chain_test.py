@@ -261,3 +261,25 @@ def test_config_errors(kwargs, match):
 def test_environment_is_hashable_and_levels_become_a_tuple():
   env = SupplyChain(bonus_levels=[0, 1])
   assert env.bonus_levels == (0.0, 1.0) and hash(env) == hash(SupplyChain(bonus_levels=(0.0, 1.0)))
+
+
+def test_lost_excess_is_not_delivered_not_paid_and_penalised():
+  """excess_a='lost' (the static game's rule): 6 + 4 > 5 fills half; the other half never arrives, costs
+  nothing to buy and lost_sale per unit."""
+  lost = SupplyChain(num_factories=2, initial_inventory=0.0, lead_b=2, excess_a='lost')
+  actions = [[_a(lost, 6), _a(lost, 4)]] + [[NONE, NONE]] * 3
+  states, profits, infos = _run(lost, _state(lost, [0, 0]), actions)
+  np.testing.assert_allclose(infos[0]['late_a'], [3, 2])
+  np.testing.assert_allclose(states[0].pipeline, [[3, 0, 0], [2, 0, 0]])
+  np.testing.assert_allclose(np.stack([s.inventory for s in states]), [[0, 0], [3, 2], [3, 2], [3, 2]])
+  # Profit at the order step: pay c_A for the 3 and 2 on-time units only, penalty s = 1 per lost unit.
+  np.testing.assert_allclose(profits[0], [-1.0 * 3 - 1.0 * 3, -1.0 * 2 - 1.0 * 2])
+  # Within capacity nothing changes between the two rules.
+  _, p_late, _ = _run(SMALL, _state(SMALL, [0, 0]), [[_a(SMALL, 3), _a(SMALL, 2)]])
+  _, p_lost, _ = _run(lost, _state(lost, [0, 0]), [[_a(lost, 3), _a(lost, 2)]])
+  np.testing.assert_allclose(p_late[0], p_lost[0])
+
+
+def test_unknown_excess_rule():
+  with pytest.raises(ConfigError, match='excess_a must be one of late, lost'):
+    SupplyChain(excess_a='refund')
