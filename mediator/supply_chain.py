@@ -133,7 +133,7 @@ class SupplyChain:
 
   def __post_init__(self):
     if self.excess_a not in EXCESS_A:
-      raise ConfigError(f"excess_a must be one of {', '.join(EXCESS_A)}, got {self.excess_a!r}")
+      raise ConfigError(f'excess_a must be one of {", ".join(EXCESS_A)}, got {self.excess_a!r}')
     _check_int('num_factories', self.num_factories, 1)
     _check_int('episode_length', self.episode_length, 1)
     _check_int('max_order', self.max_order, 1)
@@ -274,7 +274,9 @@ class SupplyChain:
     pipeline = pipeline.at[:, self.lead_b - 1].add(units_b)
     # 4. Payment at order time and profit.
     purchase_cost = self.cost_a * paid_a + self.cost_b * units_b
-    profit = self.price * sales - purchase_cost - self.holding * inventory - self.lost_sale * lost - excess_penalty
+    profit = (
+      self.price * sales - purchase_cost - self.holding * inventory - self.lost_sale * lost - excess_penalty
+    )
     next_state = SupplyChainState(
       t=state.t + 1,
       inventory=inventory,
