@@ -33,35 +33,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from common.errors import ConfigError
+from mediator import checks
 
 # Payoff ties within this tolerance count as equal (float64 brute force; payoffs are O(10)).
 _TOL = 1e-9
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-  """Raises a one-line ConfigError unless `value` is an int >= minimum."""
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ConfigError(f'CapacityGame: `{name}` must be an integer >= {minimum}, got {value!r}')
-
-
-def _check_real(name: str, value, minimum: float, strict: bool = False) -> None:
-  """Raises a one-line ConfigError unless `value` is a finite real >= minimum (> minimum when strict)."""
-  ok = (
-    not isinstance(value, bool)
-    and isinstance(value, (int, float, np.integer, np.floating))
-    and math.isfinite(value)
-    and (value > minimum if strict else value >= minimum)
-  )
-  if not ok:
-    bound = f'> {minimum}' if strict else f'>= {minimum}'
-    raise ConfigError(f'CapacityGame: `{name}` must be a finite number {bound}, got {value!r}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,20 +70,20 @@ class CapacityGame:
   bonus_levels: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5)
 
   def __post_init__(self):
-    _check_int('num_agents', self.num_agents, 2)
-    _check_int('demand', self.demand, 1)
-    _check_real('capacity', self.capacity, 0.0, strict=True)
-    _check_real('cost_a', self.cost_a, 0.0)
-    _check_real('cost_b', self.cost_b, 0.0)
-    _check_real('lost_sale', self.lost_sale, 0.0)
-    _check_real('price', self.price, 0.0)
+    checks.check_int('CapacityGame', 'num_agents', self.num_agents, 2)
+    checks.check_int('CapacityGame', 'demand', self.demand, 1)
+    checks.check_real('CapacityGame', 'capacity', self.capacity, 0.0, strict=True)
+    checks.check_real('CapacityGame', 'cost_a', self.cost_a, 0.0)
+    checks.check_real('CapacityGame', 'cost_b', self.cost_b, 0.0)
+    checks.check_real('CapacityGame', 'lost_sale', self.lost_sale, 0.0)
+    checks.check_real('CapacityGame', 'price', self.price, 0.0)
     levels = self.bonus_levels
     if isinstance(levels, (str, bytes)) or not hasattr(levels, '__len__') or len(levels) == 0:
       raise ConfigError(
         f'CapacityGame: `bonus_levels` must be a non-empty sequence of numbers >= 0, got {levels!r}'
       )
     for level in levels:
-      _check_real('bonus_levels', level, 0.0)
+      checks.check_real('CapacityGame', 'bonus_levels', level, 0.0)
     if any(b < a for a, b in zip(levels, levels[1:])):
       raise ConfigError(f'CapacityGame: `bonus_levels` must be sorted ascending, got {tuple(levels)!r}')
     # A list would make the game unhashable (it is a static jit argument): store a tuple of floats.

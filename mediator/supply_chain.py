@@ -39,14 +39,13 @@ agents get r_i + payout_i and the manager Σ r_i − κ·Σ payout_i (`rewards`)
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from common.errors import ConfigError
+from mediator import checks
 
 SUPPLIER_NAMES = ('A', 'B')
 EXCESS_A = ('late', 'lost')
@@ -61,29 +60,6 @@ class SupplyChainState:
   pipeline: jax.Array  # float32[N, L]: P[i, k] arrives at the start of step t + k
   last_demand: jax.Array  # float32[N]
   last_orders: jax.Array  # float32[N, 2]: (units from A, units from B) ordered in the previous step
-
-
-def _check_int(name: str, value, minimum: int, reason: str = '') -> None:
-  """Raises a one-line ConfigError unless `value` is an int >= minimum."""
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    because = f' ({reason})' if reason else ''
-    raise ConfigError(f'SupplyChain: `{name}` must be an integer >= {minimum}{because}, got {value!r}')
-
-
-def _check_real(name: str, value, minimum: float, strict: bool = False, maximum: float | None = None) -> None:
-  """Raises a one-line ConfigError unless `value` is a finite real in the range (bounds as named)."""
-  ok = (
-    not isinstance(value, bool)
-    and isinstance(value, (int, float, np.integer, np.floating))
-    and math.isfinite(value)
-    and (value > minimum if strict else value >= minimum)
-    and (maximum is None or value <= maximum)
-  )
-  if not ok:
-    bound = f'> {minimum}' if strict else f'>= {minimum}'
-    if maximum is not None:
-      bound += f' and <= {maximum}'
-    raise ConfigError(f'SupplyChain: `{name}` must be a finite number {bound}, got {value!r}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,26 +110,34 @@ class SupplyChain:
   def __post_init__(self):
     if self.excess_a not in EXCESS_A:
       raise ConfigError(f'excess_a must be one of {", ".join(EXCESS_A)}, got {self.excess_a!r}')
-    _check_int('num_factories', self.num_factories, 1)
-    _check_int('episode_length', self.episode_length, 1)
-    _check_int('max_order', self.max_order, 1)
-    _check_int('max_inventory', self.max_inventory, self.max_order, 'a full order must fit: >= max_order')
-    _check_real('demand_rate', self.demand_rate, 0.0, strict=True)
-    _check_real('capacity_a', self.capacity_a, 0.0, strict=True)
+    checks.check_int('SupplyChain', 'num_factories', self.num_factories, 1)
+    checks.check_int('SupplyChain', 'episode_length', self.episode_length, 1)
+    checks.check_int('SupplyChain', 'max_order', self.max_order, 1)
+    checks.check_int(
+      'SupplyChain',
+      'max_inventory',
+      self.max_inventory,
+      self.max_order,
+      'a full order must fit: >= max_order',
+    )
+    checks.check_real('SupplyChain', 'demand_rate', self.demand_rate, 0.0, strict=True)
+    checks.check_real('SupplyChain', 'capacity_a', self.capacity_a, 0.0, strict=True)
     reason = 'orders are placed after the step deliveries, so they arrive at the earliest next step'
-    _check_int('lead_a', self.lead_a, 1, reason)
-    _check_int('late_delay_a', self.late_delay_a, 0)
-    _check_int('lead_b', self.lead_b, 1, reason)
+    checks.check_int('SupplyChain', 'lead_a', self.lead_a, 1, reason)
+    checks.check_int('SupplyChain', 'late_delay_a', self.late_delay_a, 0)
+    checks.check_int('SupplyChain', 'lead_b', self.lead_b, 1, reason)
     for name in ('holding', 'lost_sale', 'price', 'cost_a', 'cost_b'):
-      _check_real(name, getattr(self, name), 0.0)
-    _check_real('initial_inventory', self.initial_inventory, 0.0, maximum=self.max_inventory)
+      checks.check_real('SupplyChain', name, getattr(self, name), 0.0)
+    checks.check_real(
+      'SupplyChain', 'initial_inventory', self.initial_inventory, 0.0, maximum=self.max_inventory
+    )
     levels = self.bonus_levels
     if isinstance(levels, (str, bytes)) or not hasattr(levels, '__len__') or len(levels) == 0:
       raise ConfigError(
         f'SupplyChain: `bonus_levels` must be a non-empty sequence of numbers >= 0, got {levels!r}'
       )
     for level in levels:
-      _check_real('bonus_levels', level, 0.0)
+      checks.check_real('SupplyChain', 'bonus_levels', level, 0.0)
     if any(b < a for a, b in zip(levels, levels[1:])):
       raise ConfigError(f'SupplyChain: `bonus_levels` must be sorted ascending, got {tuple(levels)!r}')
     # A list would make the environment unhashable (it is a static jit argument): store a tuple of floats.
