@@ -196,6 +196,15 @@ def _pyplot():
   return plt
 
 
+def metric_curves(
+  rows: Sequence[Mapping[str, Any]], groups: Sequence[str], key: str, prefix: str = 'train'
+) -> dict[str, tuple[list, list]]:
+  """`{group: (steps, values)}` of `<prefix>/<group>/<key>` from `metrics.read_metrics` rows (NaN where a
+  row lacks it), ready for `plot_curves`."""
+  steps = [r['step'] for r in rows]
+  return {g: (steps, [r.get(f'{prefix}/{g}/{key}', math.nan) for r in rows]) for g in groups}
+
+
 def plot_curves(
   path: str, curves: Mapping[str, tuple], *, xlabel: str, ylabel: str, title: str = '', logy: bool = False
 ) -> str:

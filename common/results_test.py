@@ -87,3 +87,10 @@ def test_threshold_constructors():
   assert not results.Claim.at_most('y', paper=None, measured=0.7, threshold=0.6).passed
   with pytest.raises(ValueError, match='non-finite'):
     results.Claim.at_least('z', paper=None, measured=float('inf'), threshold=0.0)
+
+
+def test_metric_curves():
+  rows = [{'step': 10, 'train/a/loss': 1.0, 'train/b/loss': 2.0}, {'step': 20, 'train/a/loss': 0.5}]
+  curves = results.metric_curves(rows, ['a', 'b'], 'loss')
+  assert curves['a'] == ([10, 20], [1.0, 0.5])
+  assert curves['b'][0] == [10, 20] and curves['b'][1][0] == 2.0 and np.isnan(curves['b'][1][1])

@@ -192,14 +192,12 @@ def claims_for(config, ev) -> list[results.Claim]:
 def plot_training(workdir: str, config) -> list[str]:
   title = 'capacity game' if config.env == 'static' else 'supply chain'
   rows = metrics_lib.read_metrics(workdir)
-  steps = [r['step'] for r in rows]
   plots = []
   for key in ('raw_reward', 'manager_reward', 'supplier_a_share', 'payout'):
-    curves = {m: (steps, [r.get(f'train/{m}/{key}', np.nan) for r in rows]) for m in config.managers}
     name = f'{key}.png'
     results.plot_curves(
       os.path.join(workdir, name),
-      curves,
+      results.metric_curves(rows, list(config.managers), key),
       xlabel='update',
       ylabel=key.replace('_', ' '),
       title=f'{title}: {key.replace("_", " ")}',

@@ -202,15 +202,13 @@ def plot_training(workdir: str, config) -> list[str]:
   rows = metrics_lib.read_metrics(workdir)
   if not rows:
     return []
-  steps = [r['step'] for r in rows]
   measure = {'ipd': 'cooperation', 'coin_game': 'own_coin_ratio', 'negotiation': 'max_sum_ratio'}[config.game]
   plots = []
   for key, label in (('return_per_step', 'return per step'), (measure, measure.replace('_', ' '))):
-    curves = {m: (steps, [r.get(f'train/{m}/{key}', np.nan) for r in rows]) for m in config.methods}
     name = f'{key}.png'
     results.plot_curves(
       os.path.join(workdir, name),
-      curves,
+      results.metric_curves(rows, list(config.methods), key),
       xlabel='update',
       ylabel=label,
       title=f'{config.game}: {label} over training',
