@@ -14,7 +14,11 @@ decoder, a stick-breaking-attention language model):
 * :func:`softmax_attention` / :func:`softmax_attention_reference` --
   multi-head / grouped-query scaled dot-product attention.
 * :class:`TransformerBlock` -- a pre-norm Llama-style decoder block with a
-  pluggable attention function.
+  pluggable attention function (a plain function or a Flax module with its
+  own parameters) and optional KV-cache decoding.
+* :class:`DecoderLM` -- a decoder-only language model (token embedding,
+  a stack of :class:`TransformerBlock`, final RMSNorm, tied or separate
+  output head) with KV-cache decoding; :meth:`DecoderLM.init_cache`.
 
 Only Flax Linen (``flax.linen``) and stable public JAX APIs are used.
 
@@ -25,7 +29,7 @@ dimension.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -41,7 +45,8 @@ AttentionFn = Callable[..., Array]
 
 An attention function is called as::
 
-    out = fn(q, k, v, *, causal: bool, segment_ids: Optional[Array])
+    out = fn(q, k, v, *, causal: bool, segment_ids: Optional[Array])                 # training / scoring
+    out = fn(q, k, v, *, causal=True, segment_ids=None, q_offset=i, kv_length=i + T)  # KV-cache decoding
 
 with
 
@@ -49,13 +54,28 @@ with
 * ``k``, ``v``: ``[B, S, K, D]`` keys/values, where ``K`` divides ``N``
   (grouped-query attention; query head ``n`` uses key/value head
   ``n // (N // K)``),
-* ``causal``: if True, query ``t`` may only attend to keys ``s <= t``,
+* ``causal``: if True, query ``t`` may only attend to keys ``s <= t``
+  (``s <= q_offset + t`` when decoding),
 * ``segment_ids``: ``None`` or an int ``[B, T]`` array (requires ``S == T``);
   tokens only attend to tokens with the same segment id,
+* ``q_offset`` (optional keyword, only passed when decoding against a cache):
+  int scalar or ``[B]``; query ``t`` sits at position ``q_offset + t`` while
+  key ``s`` sits at position ``s``,
+* ``kv_length`` (optional keyword, only passed when decoding): int scalar or
+  ``[B]``; cache entries at positions ``>= kv_length`` are not yet written and
+  must be ignored,
 
-and must return ``out`` of shape ``[B, T, N, D]`` in ``q.dtype``. Attention
-functions must be pure (no parameters); :func:`softmax_attention` is the
-default implementation.
+and must return ``out`` of shape ``[B, T, N, D]`` in ``q.dtype``. The two
+decoding keywords are only passed by :class:`TransformerBlock` with
+``decode=True``, so functions that do not accept them keep working for
+training and scoring. :func:`softmax_attention` is the default implementation.
+
+The attention "function" may also be a Flax ``nn.Module`` instance with the
+same call signature, e.g. an attention with learned parameters (the
+stick-breaking head of ``attention/model.py``). Passed as
+``TransformerBlock(attention_fn=module)`` it is bound as a child of the block
+named ``attention_fn`` (Linen adopts module-valued attributes), so its
+parameters live under ``<block>/attention_fn/...``.
 """
 
 default_kernel_init = nn.initializers.lecun_normal()
@@ -404,6 +424,34 @@ def _check_qkv(q: Array, k: Array, v: Array) -> None:
     raise ValueError(f'num kv heads {k.shape[2]} must divide num heads {q.shape[2]}.')
 
 
+def _position_mask(
+  t: int,
+  s: int,
+  *,
+  causal: bool,
+  q_offset: Union[int, Array, None] = None,
+  kv_length: Union[int, Array, None] = None,
+) -> Array:
+  """Boolean mask ``[B or 1, 1, T, S]`` from token positions (decoding against a cache).
+
+  Query ``t`` sits at position ``q_offset + t`` (``q_offset``: int scalar or ``[B]``, default 0) and key
+  ``s`` at position ``s``. Key ``s`` is visible iff ``s <= q_offset + t`` (only if ``causal``) and
+  ``s < kv_length`` (only if ``kv_length`` is given; scalar or ``[B]``).
+  """
+  off = (
+    jnp.zeros((1,), jnp.int32) if q_offset is None else jnp.reshape(jnp.asarray(q_offset, jnp.int32), (-1,))
+  )
+  qpos = off[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]  # [B or 1, T]
+  kpos = jnp.arange(s, dtype=jnp.int32)[None, None, :]  # [1, 1, S]
+  vis = jnp.ones((1, t, s), dtype=bool)
+  if causal:
+    vis = vis & (kpos <= qpos[:, :, None])
+  if kv_length is not None:
+    kvl = jnp.reshape(jnp.asarray(kv_length, jnp.int32), (-1,))
+    vis = vis & (kpos < kvl[:, None, None])
+  return vis[:, None]
+
+
 def softmax_attention(
   q: Array,
   k: Array,
@@ -413,6 +461,8 @@ def softmax_attention(
   segment_ids: Optional[Array] = None,
   implementation: Optional[str] = None,
   scale: Optional[float] = None,
+  q_offset: Union[int, Array, None] = None,
+  kv_length: Union[int, Array, None] = None,
 ) -> Array:
   """Scaled dot-product softmax attention (Vaswani et al., 2017) with GQA.
 
@@ -425,6 +475,13 @@ def softmax_attention(
   sequences) a token only attends to tokens with the same id; padding should
   get its own id. Both masks are combined.
 
+  Decoding against a KV cache: with ``q_offset`` and/or ``kv_length`` query
+  ``t`` sits at position ``q_offset + t`` and key ``s`` is visible iff
+  ``s <= q_offset + t`` (if ``causal``) and ``s < kv_length``. This builds an
+  explicit mask and always runs the XLA path (whatever ``implementation``
+  says): cuDNN's ``is_causal`` is top-left aligned and cannot express the
+  offset into the cache.
+
   Args:
     q: Queries ``[B, T, N, D]``.
     k: Keys ``[B, S, K, D]`` with ``K`` dividing ``N``.
@@ -436,6 +493,10 @@ def softmax_attention(
       XLA). ``'auto'`` picks ``'cudnn'`` when running on GPU with a 16-bit
       dtype and a head dim that is a multiple of 8 and at most 128, else XLA.
     scale: Logit scale, default ``1 / sqrt(D)``.
+    q_offset: Position of query 0 (int scalar or ``[B]``) when decoding
+      against a cache; default 0.
+    kv_length: Number of valid cache entries (int scalar or ``[B]``); keys at
+      positions ``>= kv_length`` are ignored. Default: all ``S``.
 
   Returns:
     ``[B, T, N, D]`` attention output in ``q.dtype``.
@@ -444,6 +505,12 @@ def softmax_attention(
   mask = None
   if segment_ids is not None:
     mask = _segment_mask(segment_ids, k.shape[1])
+  if q_offset is not None or kv_length is not None:
+    pos_mask = _position_mask(q.shape[1], k.shape[1], causal=causal, q_offset=q_offset, kv_length=kv_length)
+    mask = pos_mask if mask is None else mask & pos_mask
+    return jax.nn.dot_product_attention(
+      q, k, v, mask=mask, scale=scale, is_causal=False, implementation='xla'
+    )
   if implementation == 'auto':
     d = q.shape[-1]
     on_gpu = jax.default_backend() in ('gpu', 'cuda')
@@ -462,6 +529,8 @@ def softmax_attention_reference(
   causal: bool = True,
   segment_ids: Optional[Array] = None,
   scale: Optional[float] = None,
+  q_offset: Union[int, Array, None] = None,
+  kv_length: Union[int, Array, None] = None,
 ) -> Array:
   """Plain-``jnp`` ground truth for :func:`softmax_attention`.
 
@@ -475,9 +544,12 @@ def softmax_attention_reference(
     k: Keys ``[B, S, K, D]``.
     v: Values ``[B, S, K, D]``.
     causal: Apply a causal mask (key ``s`` visible to query ``t`` iff
-      ``s <= t``).
+      ``s <= q_offset + t``).
     segment_ids: Optional int ``[B, T]`` segment ids (requires ``S == T``).
     scale: Logit scale, default ``1 / sqrt(D)``.
+    q_offset: Position of query 0 (int scalar or ``[B]``); default 0.
+    kv_length: Keys at positions ``>= kv_length`` (int scalar or ``[B]``) are
+      ignored; default: none.
 
   Returns:
     ``[B, T, N, D]`` attention output in ``q.dtype``.
@@ -492,9 +564,7 @@ def softmax_attention_reference(
   v32 = jnp.repeat(v.astype(jnp.float32), groups, axis=2)
   scale = (1.0 / np.sqrt(d)) if scale is None else scale
   logits = jnp.einsum('btnd,bsnd->bnts', q32, k32, precision=hi) * scale
-  mask = jnp.ones((1, 1, t, s), dtype=bool)
-  if causal:
-    mask = mask & (jnp.arange(t)[:, None] >= jnp.arange(s)[None, :])
+  mask = _position_mask(t, s, causal=causal, q_offset=q_offset, kv_length=kv_length)
   if segment_ids is not None:
     mask = mask & _segment_mask(segment_ids, s)
   logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
@@ -521,14 +591,48 @@ class TransformerBlock(nn.Module):
   Flax kernels are ``[in, out]`` (the transpose of torch ``weight``), and
   head ``h`` of ``q_proj`` occupies output columns ``h*D:(h+1)*D`` as in HF.
 
+  Attention with parameters: ``attention_fn`` may be a Flax module instance
+  (see :data:`AttentionFn`). Linen adopts a module-valued attribute as a
+  child named ``attention_fn``: its parameters appear under
+  ``params['attention_fn']`` of this block. Linen's sharing rule applies: one
+  instance given to several blocks of the same model is *one* shared module
+  (its parameters live under the first block that calls it). For separate
+  parameters give every block its own instance, e.g. ``proto.clone()``, as
+  :class:`DecoderLM` does.
+
+  KV-cache decoding (``decode=True``), the usual Flax pattern:
+
+  1. ``variables = block.init(rng, x_max)`` with ``x_max`` of shape
+     ``[B, max_len, d_model]`` creates ``params`` and a ``'cache'``
+     collection holding ``cached_key``, ``cached_value`` (zeros,
+     ``[B, max_len, K, D]``, in the computation dtype; keys are stored after
+     RoPE) and ``cache_index`` (int32 scalar, 0). This first call runs an
+     ordinary full forward and does not touch the cache.
+  2. Every later call ``block.apply({'params': p, 'cache': c}, x,
+     mutable=['cache'])`` with ``x`` of shape ``[B, T_new, d_model]``
+     (``T_new >= 1``: a prompt chunk or one token) computes k/v for the new
+     tokens, writes them at cache positions ``[i, i + T_new)`` where
+     ``i = cache_index``, uses RoPE positions ``i + arange(T_new)`` (unless
+     ``positions`` is passed), calls ``attention_fn(q, cached_key,
+     cached_value, causal=True, segment_ids=None, q_offset=i,
+     kv_length=i + T_new)`` and advances ``cache_index`` by ``T_new``.
+
+  Prefilling a prompt and then feeding one token at a time therefore gives
+  the same outputs as one full causal forward over the concatenation. Writing
+  past ``max_len`` is not checked (``cache_index`` is traced):
+  ``dynamic_update_slice`` would clamp the start and overwrite the last
+  entries, so callers must keep ``i + T_new <= max_len``. Decoding requires
+  ``causal=True`` and takes no ``segment_ids``.
+
   Attributes:
     num_heads: Number of query heads ``N``.
     mlp_dim: Hidden width of the MLP.
     num_kv_heads: Number of key/value heads ``K`` (GQA); default ``N``.
     head_dim: Per-head dim ``D``; default ``d_model // num_heads``.
     mlp_activation: ``'swiglu'`` or ``'gelu'``.
-    attention_fn: Function following the :data:`AttentionFn` protocol
-      (default :func:`softmax_attention`), e.g. stick-breaking attention.
+    attention_fn: Function or Flax module following the :data:`AttentionFn`
+      protocol (default :func:`softmax_attention`), e.g. stick-breaking
+      attention.
     use_rope: Apply rotary embeddings to q and k.
     rope_theta: RoPE base.
     rope_interleaved: RoPE pairing convention (see :func:`apply_rope`).
@@ -538,6 +642,7 @@ class TransformerBlock(nn.Module):
     use_bias: Whether projections have biases (Llama: False).
     norm_epsilon: RMSNorm epsilon.
     kernel_init: Initializer of all projection kernels.
+    decode: Use (and, on the first call, create) the KV cache; see above.
   """
 
   num_heads: int
@@ -545,7 +650,7 @@ class TransformerBlock(nn.Module):
   num_kv_heads: Optional[int] = None
   head_dim: Optional[int] = None
   mlp_activation: str = 'swiglu'
-  attention_fn: AttentionFn = softmax_attention
+  attention_fn: Union[AttentionFn, nn.Module] = softmax_attention
   use_rope: bool = True
   rope_theta: float = 10000.0
   rope_interleaved: bool = False
@@ -555,6 +660,7 @@ class TransformerBlock(nn.Module):
   use_bias: bool = False
   norm_epsilon: float = 1e-6
   kernel_init: Initializer = default_kernel_init
+  decode: bool = False
 
   def _dense(self, features: int, name: str) -> nn.Dense:
     return nn.Dense(
@@ -569,6 +675,9 @@ class TransformerBlock(nn.Module):
   def _norm(self, name: str) -> RMSNorm:
     return RMSNorm(epsilon=self.norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
+  def _rope(self, x: Array, positions: Array) -> Array:
+    return apply_rope(x, positions, theta=self.rope_theta, interleaved=self.rope_interleaved)
+
   @nn.compact
   def __call__(
     self, x: Array, *, positions: Optional[Array] = None, segment_ids: Optional[Array] = None
@@ -578,8 +687,10 @@ class TransformerBlock(nn.Module):
     Args:
       x: Inputs ``[B, T, d_model]``.
       positions: Int positions ``[B, T]`` (or ``[T]``) for RoPE; default
-        ``arange(T)``. Pass per-segment positions for packed sequences.
-      segment_ids: Optional int ``[B, T]``, forwarded to ``attention_fn``.
+        ``arange(T)`` (``cache_index + arange(T)`` when decoding). Pass
+        per-segment positions for packed sequences.
+      segment_ids: Optional int ``[B, T]``, forwarded to ``attention_fn``
+        (not allowed when decoding).
 
     Returns:
       ``[B, T, d_model]``.
@@ -595,18 +706,55 @@ class TransformerBlock(nn.Module):
       if d_model % n:
         raise ValueError(f'd_model={d_model} not divisible by num_heads={n}; set head_dim.')
       hd = d_model // n
-    if positions is None:
-      positions = jnp.arange(t, dtype=jnp.int32)[None, :]
+    # A cache step: decode=True and the cache already exists (the init call creates it instead).
+    decoding = self.decode and self.has_variable('cache', 'cached_key')
+    if self.decode and not self.causal:
+      raise ValueError('decode=True needs a causal block (causal=True).')
+    if decoding and segment_ids is not None:
+      raise ValueError('segment_ids are not supported when decoding with a KV cache; pass None.')
 
     # Attention sub-block.
     h = self._norm('input_norm')(x)
     q = self._dense(n * hd, 'q_proj')(h).reshape(b, t, n, hd)
     k = self._dense(kh * hd, 'k_proj')(h).reshape(b, t, kh, hd)
     v = self._dense(kh * hd, 'v_proj')(h).reshape(b, t, kh, hd)
-    if self.use_rope:
-      q = apply_rope(q, positions, theta=self.rope_theta, interleaved=self.rope_interleaved)
-      k = apply_rope(k, positions, theta=self.rope_theta, interleaved=self.rope_interleaved)
-    attn = self.attention_fn(q, k, v, causal=self.causal, segment_ids=segment_ids)
+
+    if decoding:
+      cached_key = self.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
+      cached_value = self.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
+      cache_index = self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
+      index = cache_index.value
+      if positions is None:
+        positions = index + jnp.arange(t, dtype=jnp.int32)[None, :]
+      if self.use_rope:
+        q, k = self._rope(q, positions), self._rope(k, positions)
+      start = (jnp.zeros((), jnp.int32), index, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+      cached_key.value = jax.lax.dynamic_update_slice(
+        cached_key.value, k.astype(cached_key.value.dtype), start
+      )
+      cached_value.value = jax.lax.dynamic_update_slice(
+        cached_value.value, v.astype(cached_value.value.dtype), start
+      )
+      cache_index.value = index + t
+      attn = self.attention_fn(
+        q,
+        cached_key.value,
+        cached_value.value,
+        causal=True,
+        segment_ids=None,
+        q_offset=index,
+        kv_length=index + t,
+      )
+    else:
+      if positions is None:
+        positions = jnp.arange(t, dtype=jnp.int32)[None, :]
+      if self.use_rope:
+        q, k = self._rope(q, positions), self._rope(k, positions)
+      if self.decode:  # The initialising call: create an empty cache of length T = max_len.
+        self.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
+        self.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
+        self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
+      attn = self.attention_fn(q, k, v, causal=self.causal, segment_ids=segment_ids)
     attn = attn.reshape(b, t, n * hd)
     x = x + self._dense(d_model, 'o_proj')(attn)
 
@@ -621,3 +769,177 @@ class TransformerBlock(nn.Module):
     else:
       raise ValueError(f"Unknown mlp_activation {self.mlp_activation!r}; expected 'swiglu' or 'gelu'.")
     return x + self._dense(d_model, 'down_proj')(h)
+
+
+def _logits_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
+  """``lax.dot_general`` accumulating and returning float32 (for the output head)."""
+  del preferred_element_type
+  return jax.lax.dot_general(
+    lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=jnp.float32, **kwargs
+  )
+
+
+class DecoderLM(nn.Module):
+  """Decoder-only language model: embeddings, ``num_layers`` :class:`TransformerBlock`\\ s, RMSNorm, head.
+
+  ::
+
+      x = embed_tokens(tokens)                       # [B, T, d_model], N(0, 1/d_model) init
+      x = layers_{L-1}( ... layers_0(x) ... )        # pre-norm Llama blocks
+      logits = final_norm(x) @ embed_tokens.T        # tie_embeddings=True (else lm_head)
+
+  Logits are always float32 (the head matmul accumulates in float32 even for
+  bfloat16 computation). The embedding is not multiplied by ``sqrt(d_model)``;
+  with its ``1/sqrt(d_model)`` standard deviation (Flax's default, matching
+  the tied head's fan-in) the initial logits have unit scale.
+
+  Attention per layer: ``attention_fn`` is either a plain function following
+  :data:`AttentionFn` (shared by all layers; it has no parameters) or a Flax
+  module instance used as a *prototype*: each layer receives its own
+  ``clone`` of it, adopted as ``layers_{i}/attention_fn``, so every layer has
+  its own copy of the module's parameters (e.g. the stick-breaking head's
+  per-head vector and norm). The prototype itself is never called and owns no
+  parameters.
+
+  Decoding (``decode=True``) uses the KV cache of every block (see
+  :class:`TransformerBlock`)::
+
+      model = DecoderLM(..., decode=True)
+      cache = model.init_cache(batch_size, max_len)       # or model.init(rng, tokens[B, max_len])['cache']
+      logits, mut = model.apply({'params': params, 'cache': cache}, prompt, mutable=['cache'])
+      logits, mut = model.apply({'params': params, 'cache': mut['cache']}, next_token, mutable=['cache'])
+
+  Parameters of the decoding model are the same as those of the training
+  model (``decode`` only adds the ``'cache'`` collection).
+
+  Attributes:
+    vocab_size: Vocabulary size ``V``.
+    num_layers: Number of blocks.
+    d_model: Residual stream width.
+    num_heads: Query heads per block.
+    mlp_dim: MLP hidden width.
+    num_kv_heads: Key/value heads (GQA); default ``num_heads``.
+    head_dim: Per-head dim; default ``d_model // num_heads``.
+    mlp_activation: ``'swiglu'`` or ``'gelu'``.
+    attention_fn: Attention function or module prototype (see above).
+    use_rope: Apply RoPE in every block (False: no positional encoding).
+    rope_theta: RoPE base.
+    rope_interleaved: RoPE pairing convention (see :func:`apply_rope`).
+    tie_embeddings: Use the transposed token embedding as the output head;
+      otherwise a separate bias-free ``lm_head`` Dense.
+    dtype: Computation dtype (``None``: float32 from the parameters).
+    param_dtype: Parameter dtype.
+    norm_epsilon: RMSNorm epsilon of all norms.
+    kernel_init: Initializer of the projection kernels (and ``lm_head``).
+    embedding_init: Initializer of the token embedding ``[V, d_model]``.
+    decode: KV-cache decoding (see above).
+    remat: Rematerialise each block in the backward pass (``nn.remat``):
+      saves activation memory for one extra forward.
+  """
+
+  vocab_size: int
+  num_layers: int
+  d_model: int
+  num_heads: int
+  mlp_dim: int
+  num_kv_heads: Optional[int] = None
+  head_dim: Optional[int] = None
+  mlp_activation: str = 'swiglu'
+  attention_fn: Union[AttentionFn, nn.Module] = softmax_attention
+  use_rope: bool = True
+  rope_theta: float = 10000.0
+  rope_interleaved: bool = False
+  tie_embeddings: bool = True
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+  norm_epsilon: float = 1e-6
+  kernel_init: Initializer = default_kernel_init
+  embedding_init: Initializer = nn.initializers.variance_scaling(1.0, 'fan_in', 'normal', out_axis=0)
+  decode: bool = False
+  remat: bool = False
+
+  def _layer_attention_fn(self) -> Union[AttentionFn, nn.Module]:
+    """This layer's attention: the function itself, or a fresh unbound clone of the module prototype."""
+    fn = self.attention_fn
+    if isinstance(fn, nn.Module):
+      # parent=None makes the clone "passed from outside": the block adopts it as its own child.
+      return fn.clone(parent=None, name=None)
+    return fn
+
+  @nn.compact
+  def __call__(
+    self, tokens: Array, *, positions: Optional[Array] = None, segment_ids: Optional[Array] = None
+  ) -> Array:
+    """Computes next-token logits.
+
+    Args:
+      tokens: Int token ids ``[B, T]``.
+      positions: Optional int positions ``[B, T]`` for RoPE (packed
+        sequences); default ``arange(T)``, or ``cache_index + arange(T)`` when
+        decoding.
+      segment_ids: Optional int ``[B, T]`` document ids of packed sequences
+        (tokens attend only within their document). Not allowed when decoding.
+
+    Returns:
+      float32 logits ``[B, T, vocab_size]``.
+    """
+    if tokens.ndim != 2:
+      raise ValueError(f'tokens must be [batch, length], got shape {tokens.shape}.')
+    embed = nn.Embed(
+      self.vocab_size,
+      self.d_model,
+      embedding_init=self.embedding_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name='embed_tokens',
+    )
+    x = embed(tokens)
+    block_cls = nn.remat(TransformerBlock) if self.remat else TransformerBlock
+    for i in range(self.num_layers):
+      x = block_cls(
+        num_heads=self.num_heads,
+        mlp_dim=self.mlp_dim,
+        num_kv_heads=self.num_kv_heads,
+        head_dim=self.head_dim,
+        mlp_activation=self.mlp_activation,
+        attention_fn=self._layer_attention_fn(),
+        use_rope=self.use_rope,
+        rope_theta=self.rope_theta,
+        rope_interleaved=self.rope_interleaved,
+        causal=True,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        norm_epsilon=self.norm_epsilon,
+        kernel_init=self.kernel_init,
+        decode=self.decode,
+        name=f'layers_{i}',
+      )(x, positions=positions, segment_ids=segment_ids)
+    x = RMSNorm(epsilon=self.norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name='final_norm')(
+      x
+    )
+    if self.tie_embeddings:
+      table = embed.embedding.astype(x.dtype)
+      return jnp.einsum('btd,vd->btv', x, table, preferred_element_type=jnp.float32).astype(jnp.float32)
+    head = nn.Dense(
+      self.vocab_size,
+      use_bias=False,
+      kernel_init=self.kernel_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      dot_general=_logits_dot_general,
+      name='lm_head',
+    )
+    return head(x).astype(jnp.float32)
+
+  @nn.nowrap
+  def init_cache(self, batch_size: int, max_len: int) -> Any:
+    """An empty KV cache (the ``'cache'`` collection) for ``batch_size`` sequences of ``max_len`` tokens.
+
+    Equivalent to ``self.clone(decode=True).init(rng, zeros([batch_size, max_len]))['cache']`` but
+    without running the forward or initialising parameters (shapes come from ``jax.eval_shape``). Call
+    it on an unbound module.
+    """
+    model = self.clone(decode=True, parent=None)
+    tokens = jax.ShapeDtypeStruct((batch_size, max_len), jnp.int32)
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), tokens)['cache']
+    return jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)

@@ -675,3 +675,212 @@ def test_cudnn_attention_matches_reference_on_gpu():
   )
   err = jnp.linalg.norm(out.astype(jnp.float32) - ref) / jnp.linalg.norm(ref)
   assert err < 2e-2
+
+
+# ----------------------------------------------------------------------------
+# Decoding against a KV cache: attention offsets, block cache, DecoderLM
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('fn', ['xla', 'cudnn', 'reference'])
+def test_softmax_attention_q_offset_and_kv_length(fn):
+  """Queries at positions [off, off+T) against a cache with junk past kv_length equal full causal rows."""
+  if fn == 'reference':
+    attend = blocks.softmax_attention_reference
+  else:
+    # 'cudnn' must be ignored (XLA path) when offsets are given, so this also runs on CPU.
+    attend = functools.partial(blocks.softmax_attention, implementation=fn)
+  q, k, v = _qkv(20, b=2, t=7, n=4, kv=2, d=8)
+  full = blocks.softmax_attention_reference(q, k, v, causal=True)
+  rng = _rng(21)
+  junk = jnp.asarray(_randn(rng, 2, 3, 2, 8)) * 5.0
+  k_cache, v_cache = jnp.concatenate([k, junk], 1), jnp.concatenate([v, -junk], 1)  # S = 10
+  out = attend(q[:, 4:7], k_cache, v_cache, causal=True, segment_ids=None, q_offset=4, kv_length=7)
+  np.testing.assert_allclose(out, full[:, 4:7], rtol=1e-5, atol=1e-5)
+  # Per-row offsets [B]: row 0 has decoded 2 tokens, row 1 four; one new query each.
+  off = jnp.array([2, 4])
+  q1 = jnp.stack([q[0, 2], q[1, 4]])[:, None]
+  out = attend(q1, k_cache, v_cache, causal=True, segment_ids=None, q_offset=off, kv_length=off + 1)
+  np.testing.assert_allclose(out[:, 0], jnp.stack([full[0, 2], full[1, 4]]), rtol=1e-5, atol=1e-5)
+  # kv_length alone, non-causal: plain attention over the first 7 keys.
+  out = attend(q, k_cache, v_cache, causal=False, segment_ids=None, kv_length=7)
+  expected = blocks.softmax_attention_reference(q, k, v, causal=False)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+class _GainAttention(flax.linen.Module):
+  """Softmax attention times a learned per-head gain: an attention module with parameters."""
+
+  init_value: float = 1.0
+
+  @flax.linen.compact
+  def __call__(self, q, k, v, *, causal, segment_ids, q_offset=None, kv_length=None):
+    gain = self.param('gain', flax.linen.initializers.constant(self.init_value), (q.shape[2],))
+    out = blocks.softmax_attention_reference(
+      q, k, v, causal=causal, segment_ids=segment_ids, q_offset=q_offset, kv_length=kv_length
+    )
+    return out * gain[:, None]
+
+
+def test_transformer_block_attention_module_is_a_child():
+  rng = _rng(22)
+  x = jnp.asarray(_randn(rng, 2, 6, D_MODEL))
+  proto = _GainAttention(init_value=2.0)
+  module = _block(attention_fn=proto)
+  params = _unfreeze(jax.jit(module.init)(jax.random.PRNGKey(0), x)['params'])
+  np.testing.assert_array_equal(params['attention_fn']['gain'], np.full(4, 2.0))
+  # gain=1 gives the plain softmax block; gain=2 changes the attention branch.
+  apply = jax.jit(lambda p: module.apply({'params': p}, x))
+  ones = dict(params, attention_fn={'gain': jnp.ones(4)})
+  plain = jax.jit(_block().apply)
+  expected = plain({'params': {k: v for k, v in params.items() if k != 'attention_fn'}}, x)
+  np.testing.assert_allclose(apply(ones), expected, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(apply(params), expected)
+
+  # Linen's sharing rule: one instance given to two blocks of a model is one module (parameters under the
+  # first block); separate instances (proto.clone()) give separate parameters.
+  class TwoBlocks(flax.linen.Module):
+    share: bool
+
+    @flax.linen.compact
+    def __call__(self, x):
+      second = proto if self.share else proto.clone()
+      x = _block(attention_fn=proto, name='block_0')(x)
+      return _block(attention_fn=second, name='block_1')(x)
+
+  shared = jax.eval_shape(TwoBlocks(share=True).init, jax.random.PRNGKey(0), x)['params']
+  assert 'attention_fn' in shared['block_0'] and 'attention_fn' not in shared['block_1']
+  separate = jax.eval_shape(TwoBlocks(share=False).init, jax.random.PRNGKey(0), x)['params']
+  assert (
+    separate['block_0']['attention_fn']['gain'].shape == separate['block_1']['attention_fn']['gain'].shape
+  )
+
+
+def _lm(**kwargs):
+  defaults = dict(vocab_size=13, num_layers=2, d_model=16, num_heads=4, num_kv_heads=2, mlp_dim=24)
+  defaults.update(kwargs)
+  return blocks.DecoderLM(**defaults)
+
+
+def test_decoder_lm_params_and_dtypes():
+  tokens = jnp.zeros((2, 5), jnp.int32)
+  shapes = jax.tree_util.tree_map(
+    np.shape, _unfreeze(jax.eval_shape(_lm().init, jax.random.PRNGKey(0), tokens))
+  )
+  params = shapes['params']
+  assert set(params) == {'embed_tokens', 'layers_0', 'layers_1', 'final_norm'}
+  assert params['embed_tokens'] == {'embedding': (13, 16)}
+  assert params['layers_1']['k_proj'] == {'kernel': (16, 8)}
+  untied = jax.eval_shape(_lm(tie_embeddings=False).init, jax.random.PRNGKey(0), tokens)['params']
+  assert untied['lm_head']['kernel'].shape == (16, 13)
+  # A module prototype: every layer gets its own copy of its parameters; the prototype owns none.
+  with_module = jax.eval_shape(_lm(attention_fn=_GainAttention()).init, jax.random.PRNGKey(0), tokens)
+  assert with_module['params']['layers_0']['attention_fn']['gain'].shape == (4,)
+  assert with_module['params']['layers_1']['attention_fn']['gain'].shape == (4,)
+  assert 'attention_fn' not in with_module['params']
+  # Embedding init N(0, 1/d_model); bf16 computation still gives float32 logits.
+  model = _lm(d_model=64, num_heads=4, num_kv_heads=None, num_layers=1, vocab_size=512)
+  big = jnp.zeros((1, 3), jnp.int32)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), big)
+  np.testing.assert_allclose(np.std(variables['params']['embed_tokens']['embedding']), 1 / 8, rtol=0.05)
+  logits = jax.jit(model.clone(dtype=jnp.bfloat16).apply)(variables, big)
+  assert logits.dtype == jnp.float32 and logits.shape == (1, 3, 512)
+
+
+def test_decoder_lm_matches_blocks_by_hand():
+  """Embedding -> blocks -> final norm -> tied head, recomputed with the public pieces."""
+  rng = _rng(23)
+  tokens = jnp.asarray(rng.integers(0, 13, size=(2, 6)))
+  model = _lm()
+  params = _np_params(model, tokens)
+  logits = model.apply({'params': params}, tokens, segment_ids=SEGMENTS)
+  x = params['embed_tokens']['embedding'][tokens]
+  block = _block(num_heads=4, num_kv_heads=2, mlp_dim=24)
+  for i in range(2):
+    x = block.apply({'params': params[f'layers_{i}']}, x, segment_ids=SEGMENTS)
+  x = blocks.RMSNorm().apply({'params': params['final_norm']}, x)
+  np.testing.assert_allclose(logits, x @ params['embed_tokens']['embedding'].T, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope='module')
+def decode_setup():
+  """A GQA softmax+RoPE DecoderLM (with remat, so remat+cache is covered), its params and jitted calls."""
+  model = _lm(remat=True, rope_theta=100.0)
+  rng = _rng(24)
+  tokens = jnp.asarray(rng.integers(0, 13, size=(2, 9)))
+  params = _np_params(model, tokens)
+  with jax.default_matmul_precision('float32'):  # The autouse fixture is not active in module fixtures.
+    full = jax.jit(lambda p, t: model.apply({'params': p}, t))(params, tokens)
+  decoder = model.clone(decode=True)
+
+  @jax.jit
+  def step(params, cache, tokens):
+    logits, mutated = decoder.apply({'params': params, 'cache': cache}, tokens, mutable=['cache'])
+    return logits, mutated['cache']
+
+  return dict(model=model, decoder=decoder, params=params, tokens=tokens, full=full, step=step)
+
+
+def test_decoder_lm_cache_layout(decode_setup):
+  decoder = decode_setup['decoder']
+  cache = decoder.init_cache(2, 12)
+  assert set(cache) == {'layers_0', 'layers_1'}
+  layer = cache['layers_0']
+  assert layer['cached_key'].shape == layer['cached_value'].shape == (2, 12, 2, 4)
+  assert layer['cache_index'].shape == () and layer['cache_index'].dtype == jnp.int32
+  # Same structure as the usual Flax pattern: init the decoding model on [B, max_len] tokens.
+  via_init = jax.eval_shape(decoder.init, jax.random.PRNGKey(0), jnp.zeros((2, 12), jnp.int32))
+  assert jax.tree_util.tree_map(np.shape, _unfreeze(via_init)['cache']) == jax.tree_util.tree_map(
+    np.shape, cache
+  )
+  # The decoding model has the same parameters as the training model.
+  p_train = jax.eval_shape(decode_setup['model'].init, jax.random.PRNGKey(0), jnp.zeros((2, 12), jnp.int32))
+  assert jax.tree_util.tree_map(np.shape, _unfreeze(via_init)['params']) == jax.tree_util.tree_map(
+    np.shape, _unfreeze(p_train)['params']
+  )
+
+
+def test_decoder_lm_decode_token_by_token_matches_full_forward(decode_setup):
+  s = decode_setup
+  cache = s['decoder'].init_cache(2, 12)
+  outs = []
+  for i in range(s['tokens'].shape[1]):
+    logits, cache = s['step'](s['params'], cache, s['tokens'][:, i : i + 1])
+    outs.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(outs, axis=1), s['full'], rtol=1e-4, atol=1e-4)
+  assert int(cache['layers_1']['cache_index']) == 9
+
+
+def test_decoder_lm_prefill_then_steps_matches_full_forward(decode_setup):
+  s = decode_setup
+  cache = s['decoder'].init_cache(2, 12)
+  logits, cache = s['step'](s['params'], cache, s['tokens'][:, :6])
+  outs = [logits]
+  for i in range(6, 9):
+    logits, cache = s['step'](s['params'], cache, s['tokens'][:, i : i + 1])
+    outs.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(outs, axis=1), s['full'], rtol=1e-4, atol=1e-4)
+  # Keys are cached after RoPE, and nothing past the index is written.
+  assert int(cache['layers_0']['cache_index']) == 9
+  np.testing.assert_array_equal(cache['layers_0']['cached_key'][:, 9:], 0.0)
+  with pytest.raises(ValueError, match='segment_ids'):
+    s['decoder'].apply(
+      {'params': s['params'], 'cache': cache},
+      s['tokens'][:, :1],
+      segment_ids=SEGMENTS[:, :1],
+      mutable=['cache'],
+    )
+
+
+def test_decoder_lm_remat_same_loss_and_grads():
+  rng = _rng(25)
+  tokens = jnp.asarray(rng.integers(0, 13, size=(2, 6)))
+  plain = _lm(num_layers=1)
+  params = _np_params(plain, tokens)
+
+  def loss(model):
+    return jax.jit(jax.value_and_grad(lambda p: jnp.mean(model.apply({'params': p}, tokens) ** 2)))(params)
+
+  (l0, g0), (l1, g1) = loss(plain), loss(plain.clone(remat=True))
+  np.testing.assert_allclose(l0, l1, rtol=1e-6)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g0, g1)
