@@ -277,10 +277,10 @@ def main(argv):
       shape, names, impls, dtype, FLAGS.kv_heads, iters, repeats, FLAGS.xla_limit_gib, on_gpu
     )
     print(format_table([r for r in rows if (r['B'], r['H'], r['T'], r['D']) == shape]), flush=True)
+    if FLAGS.out:  # after every shape, so a run cut short keeps what it measured
+      with open(FLAGS.out, 'w') as f:
+        json.dump({'rows': rows, 'run': results.run_info()}, f, indent=1)
   print(format_table(rows))
-  if FLAGS.out:
-    with open(FLAGS.out, 'w') as f:
-      json.dump({'rows': rows, 'run': results.run_info()}, f, indent=1)
 
 
 if __name__ == '__main__':

@@ -29,7 +29,7 @@ def get_config(arg=None):
   c.task = 'flipflop'
   c.flipflop_probs = (0.1, 0.8, 0.1)
   c.loss_mask = 'targets'
-  c.variants = ('softmax_rope', 'softmax_nope', 'stick_breaking')
+  c.variants = ('softmax_rope', 'stick_breaking')
   c.seeds = (0, 1)
   c.model.update({'num_layers': 4, 'd_model': 128, 'num_heads': 4, 'mlp_dim': 512, 'dtype': 'bfloat16'})
   c.seq_len = 256
