@@ -160,6 +160,22 @@ def _log2_weights(s, sp, b, carry_before, scan):
   return (s - sp) + (carry_before + rs)[:, None] - cp, rs
 
 
+def _key_block(kb, block_k, k_ref, v_ref, segk_ref):
+  """Keys, values, positions and segment ids of key block ``kb`` (refs hold the whole sequence)."""
+  start = kb * block_k
+  ks = pl.ds(pl.multiple_of(start, block_k), block_k)
+  kpos = start + jnp.arange(block_k, dtype=jnp.int32)
+  seg_k = None if segk_ref is None else plgpu.load(segk_ref.at[ks])
+  return plgpu.load(k_ref.at[ks, :]), plgpu.load(v_ref.at[ks, :]), kpos, seg_k
+
+
+def _row_geometry(qi, block_q, block_k, num_kb):
+  """Query positions of block ``qi``, how many key blocks it needs, and the first one on the diagonal band."""
+  qpos = qi * block_q + jnp.arange(block_q, dtype=jnp.int32)
+  nk = jnp.minimum(lax.div((qi + 1) * block_q + block_k - 1, block_k), num_kb)
+  return qpos, nk, lax.div(qi * block_q, block_k)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # forward
 
@@ -174,24 +190,15 @@ def _fwd_kernel(*refs, scale2, block_q, block_k, seq_len, num_kb, has_seg, save_
   o_ref, rem_ref = refs[i], refs[i + 1]
   snap_ref = refs[i + 2] if save_snap else None
 
-  qi = pl.program_id(2)
   q = plgpu.load(q_ref)
-  qpos = qi * block_q + jnp.arange(block_q, dtype=jnp.int32)
   seg_q = plgpu.load(segq_ref) if has_seg else None
-  nk = jnp.minimum(lax.div((qi + 1) * block_q + block_k - 1, block_k), num_kb)
-
-  # key blocks overlapping this query block's rows need the causal mask; those below do not
-  kb_band = lax.div(qi * block_q, block_k)
+  # key blocks from kb_band on overlap this query block's rows and need the causal mask; those below do not
+  qpos, nk, kb_band = _row_geometry(pl.program_id(2), block_q, block_k, num_kb)
 
   def body(it, state, causal):
     acc, carry = state
     kb = nk - 1 - it
-    start = kb * block_k
-    ks = pl.ds(pl.multiple_of(start, block_k), block_k)
-    k = plgpu.load(k_ref.at[ks, :])
-    v = plgpu.load(v_ref.at[ks, :])
-    kpos = start + jnp.arange(block_k, dtype=jnp.int32)
-    seg_k = plgpu.load(segk_ref.at[ks]) if has_seg else None
+    k, v, kpos, seg_k = _key_block(kb, block_k, k_ref, v_ref, segk_ref)
     s, mask, sp, b = _tile(q, k, qpos, kpos, seq_len, scale2, seg_q, seg_k, causal)
     if save_snap:
       plgpu.store(snap_ref.at[kb, :], carry)
@@ -275,24 +282,15 @@ def _dq_kernel(*refs, scale, scale2, block_q, block_k, seq_len, num_kb, has_seg,
     i = 8
   dq_ref, psnap_ref = refs[i], refs[i + 1]
 
-  qi = pl.program_id(2)
   q = plgpu.load(q_ref)
   do = plgpu.load(do_ref)
   dr = plgpu.load(dr_ref)
-  qpos = qi * block_q + jnp.arange(block_q, dtype=jnp.int32)
   seg_q = plgpu.load(segq_ref) if has_seg else None
-  nk = jnp.minimum(lax.div((qi + 1) * block_q + block_k - 1, block_k), num_kb)
-
-  kb_band = lax.div(qi * block_q, block_k)
+  qpos, nk, kb_band = _row_geometry(pl.program_id(2), block_q, block_k, num_kb)
 
   def body(kb, state, causal):
     dq, p = state
-    start = kb * block_k
-    ks = pl.ds(pl.multiple_of(start, block_k), block_k)
-    k = plgpu.load(k_ref.at[ks, :])
-    v = plgpu.load(v_ref.at[ks, :])
-    kpos = start + jnp.arange(block_k, dtype=jnp.int32)
-    seg_k = plgpu.load(segk_ref.at[ks]) if has_seg else None
+    k, v, kpos, seg_k = _key_block(kb, block_k, k_ref, v_ref, segk_ref)
     s, mask, sp, b = _tile(q, k, qpos, kpos, seq_len, scale2, seg_q, seg_k, causal)
     log2a, _ = _log2_weights(s, sp, b, plgpu.load(csnap_ref.at[kb, :]), scan)
     a = _masked(mask, jnp.exp2(log2a))
