@@ -1,0 +1,22 @@
+"""Value-based deep RL shared by the RL projects: replay, targets, Q-network heads and the DQN/DER agents.
+
+* `replay`: a fixed-capacity circular replay buffer that is a pytree (uniform or prioritized sampling, n-step
+  windows that stop at the write head).
+* `targets`: n-step returns, double-DQN targets, Huber/MSE TD losses, the C51 projection.
+* `networks`: `QNetwork`, a plain/dueling/distributional head over any torso.
+* `dqn`: `make_train(env, env_params, network, Config) -> Agent` (`init`, `run_chunk`, `train`, `evaluate`):
+  DQN, DER and DrQ(eps) as one jitted, scanned loop whose numeric hyper-parameters (`HParams`) are traced, so
+  `jax.jit(jax.vmap(agent.train))` runs seeds and sweeps in one program.
+
+Submodules are imported on first use (`from common.rl import dqn`).
+"""
+
+import importlib
+
+__all__ = ['dqn', 'networks', 'replay', 'targets']
+
+
+def __getattr__(name):
+  if name in __all__:
+    return importlib.import_module(f'{__name__}.{name}')
+  raise AttributeError(f"module 'common.rl' has no attribute '{name}'")
