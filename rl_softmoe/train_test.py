@@ -1,0 +1,143 @@
+"""End-to-end smoke run, resume skipping, bad games, and the claims' arithmetic on hand-made scores."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from common import results
+from common.errors import ConfigError
+from rl_softmoe import train
+from rl_softmoe.configs import default
+
+
+def tiny_config(**overrides):
+  c = default.get_config('smoke')
+  c.hidden = 16
+  c.total_env_steps = 800
+  c.buffer_capacity = 400
+  c.learning_starts = 200
+  c.eps_decay_steps = 200
+  c.target_update_period = 200
+  c.log_every = 400
+  c.checkpoint_every = 400
+  c.acceptance.bootstrap_reps = 200
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('rs_smoke'))
+  agg, claims = train.train_and_evaluate(tiny_config(), workdir)
+  return workdir, agg, claims
+
+
+def test_smoke_end_to_end(smoke_run):
+  workdir, agg, claims = smoke_run
+  assert set(agg) == {'V0', 'V2'}
+  by_name = {c.name: c for c in claims}
+  assert by_name['check: losses finite'].passed
+  assert by_name['check: replay buffer wrapped'].passed
+  syncs = by_name['check: target syncs at every multiple of target_update_period']
+  assert syncs.passed and syncs.measured == 800 // 200
+  assert by_name['A1 IQM(V2) > IQM(V4)'].measured is None  # V4 was not run.
+  data = results.read_results(os.path.join(workdir, 'results.json'))
+  assert {'iqm.png', 'curves_Breakout.png'} <= set(data['plots'])
+  with open(os.path.join(workdir, 'Breakout-MinAtar', 'V2', 'eval.json')) as f:
+    ev = json.load(f)
+  assert len(ev['returns']) == 2 and all(np.isfinite(ev['returns']))
+  assert ev['updates'] == [(800 - 200) // 4] * 2
+  assert not os.path.exists(os.path.join(workdir, 'Breakout-MinAtar', 'V2', 'checkpoints'))
+  rows = [json.loads(line) for line in open(os.path.join(workdir, 'Breakout-MinAtar', 'V0', 'metrics.jsonl'))]
+  assert any('train/Breakout-MinAtar/V0/loss' in r for r in rows)
+
+
+def test_rerun_skips_finished_sub_runs(smoke_run, monkeypatch):
+  workdir, agg, _ = smoke_run
+
+  def no_compile(*args, **kwargs):
+    raise AssertionError('a finished sub-run was rebuilt')
+
+  monkeypatch.setattr(train, 'Programs', no_compile)
+  agg2, _ = train.train_and_evaluate(tiny_config(), workdir)
+  assert agg2 == agg
+
+
+@pytest.mark.parametrize(
+  'overrides, match',
+  [
+    ({'games': ('Pong-MinAtar',)}, 'unknown game'),
+    ({'games': ('Breakout-MinAtar', 'breakout')}, 'unknown game'),
+    ({'variants': ('V0', 'V9')}, 'unknown variant'),
+    ({'log_every': 300}, 'log_every'),
+    ({'eval_iterations': 10}, 'eval_iterations'),
+  ],
+)
+def test_bad_config_fails_before_compiling(tmp_path, monkeypatch, overrides, match):
+  monkeypatch.setattr(train, 'Programs', lambda *a, **k: pytest.fail('compiled before validating'))
+  with pytest.raises(ConfigError, match=match):
+    train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+
+
+def test_normalise_and_iqm():
+  np.testing.assert_allclose(train.normalise([3.0, 1.0], random=1.0, reference=5.0), [0.5, 0.0])
+  with pytest.raises(ConfigError):
+    train.normalise([1.0], random=2.0, reference=2.0)
+  config = default.get_config()
+  agg = train.aggregate(config, {'V0': np.array([[0.0], [1.0], [2.0], [100.0]])})
+  assert agg['V0']['iqm'] == pytest.approx(1.5)  # Mean of the middle two of four.
+  assert agg['V0']['low'] <= 1.5 <= agg['V0']['high']
+
+
+def test_claims_on_hand_made_scores():
+  config = default.get_config()
+  ones = np.ones((4, 3))
+  scores = {'V1': 0.3 * ones, 'V2': 0.5 * ones, 'V3': 0.45 * ones, 'V4': 0.0 * ones}
+  claims = {c.name: c for c in train.build_claims(config, scores, {'V1': 4.0, 'V2': 2.5})}
+  a1 = claims['A1 IQM(V2) > IQM(V4)']
+  assert a1.passed and a1.measured == pytest.approx(0.5) and 'P = 1.000' in a1.criterion
+  assert claims['A1 IQM(V3) > IQM(V4)'].passed
+  assert claims['A2 IQM(V2) >= IQM(V1)'].measured == pytest.approx(0.2)
+  assert claims['A2 IQM(V3) >= IQM(V1)'].passed
+  a3 = claims['A3 |IQM(V3) - IQM(V2)| small']
+  assert a3.passed and a3.measured == pytest.approx(0.05)
+  a4 = claims['A4 every variant >= 3x random on Breakout']
+  assert not a4.passed and a4.measured == 2.5 and 'V2' in a4.criterion
+
+  # Ties give P = 0.5, which is not an improvement; V1 above V3 fails A2; a gap of 0.9 with disjoint CIs
+  # fails A3.
+  scores = {'V1': 0.6 * ones, 'V2': 0.9 * ones, 'V3': 0.0 * ones, 'V4': 0.0 * ones}
+  claims = {c.name: c for c in train.build_claims(config, scores, None)}
+  assert claims['A1 IQM(V2) > IQM(V4)'].passed
+  assert not claims['A1 IQM(V3) > IQM(V4)'].passed
+  assert not claims['A2 IQM(V3) >= IQM(V1)'].passed
+  assert claims['A2 IQM(V2) >= IQM(V1)'].passed
+  assert not claims['A3 |IQM(V3) - IQM(V2)| small'].passed
+  assert claims['A4 every variant >= 3x random on Breakout'].measured is None
+
+
+def test_claims_need_their_variants():
+  config = default.get_config('smoke')
+  claims = train.build_claims(config, {'V0': np.zeros((2, 1)), 'V2': np.ones((2, 1))}, {'V0': 1.0, 'V2': 2.0})
+  assert [c.measured is None for c in claims] == [True] * 5 + [False]
+  assert not any(c.passed for c in claims)
+
+
+@pytest.mark.parametrize('variant', ['V0', 'V1', 'V2', 'V3', 'V4'])
+def test_network_maps_one_frame_to_q_values(variant):
+  import jax
+  import jax.numpy as jnp
+
+  from rl_softmoe import encoder
+
+  net = encoder.make_network(variant, (10, 10, 4), 3, hidden=8, scale=2)
+  obs = jnp.ones((10, 10, 4), jnp.float32)
+  params = net.init(jax.random.PRNGKey(0), obs)
+  q = net.apply(params, obs)
+  assert q.shape == (3,) and bool(jnp.all(jnp.isfinite(q)))
+  # Applied to a batch through vmap, each sample's Q-values equal its own (no mixing across samples).
+  batch = jnp.stack([obs, jnp.zeros_like(obs)])
+  np.testing.assert_allclose(jax.vmap(lambda o: net.apply(params, o))(batch)[0], q, rtol=1e-5, atol=1e-6)
