@@ -425,29 +425,13 @@ def sub_run_dir(workdir: str, variant: str, seed: int) -> str:
   return os.path.join(workdir, variant, f's{seed}')
 
 
-def _read_json(path: str) -> Optional[dict]:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
-def _write_json(path: str, obj: Any) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
-
-
 def run_one(config, workdir: str, variant: str, seed: int, programs: Programs, train_data, val) -> dict:
   """Trains and evaluates one (variant, seed), resuming from its checkpoint; returns its `eval.json`.
 
   A sub-run whose `eval.json` exists for `config.steps` steps is finished: it is read back, not rerun.
   """
   subdir = sub_run_dir(workdir, variant, seed)
-  done = _read_json(os.path.join(subdir, EVAL_FILE))
+  done = results.read_json(os.path.join(subdir, EVAL_FILE))
   if done is not None and done.get('steps') == config.steps:
     logging.info('%s/s%d is finished; skipping it', variant, seed)
     return done
@@ -487,7 +471,7 @@ def run_one(config, workdir: str, variant: str, seed: int, programs: Programs, t
   if config.task != 'text':
     result['per_position_targets'] = [int(x) for x in sums['targets']]
     result['per_position_correct'] = [int(x) for x in sums['correct']]
-  _write_json(os.path.join(subdir, EVAL_FILE), result)
+  results.write_json(os.path.join(subdir, EVAL_FILE), result)
   logging.info('%s: trained in %.1f s; %s', name, train_seconds, _row_text(rows[-1]))
   return result
 
@@ -801,7 +785,7 @@ def write_plots(config, workdir: str, evals, table: dict, rows: list[dict]) -> l
 def report(config, workdir: str, evals, corpus: str, wall_clock_s: float) -> list[results.Claim]:
   """Writes `length_generalisation.json`, the merged `metrics.jsonl`, the plots and `results.json`."""
   table = length_table(config, evals, corpus)
-  _write_json(os.path.join(workdir, TABLE_FILE), table)
+  results.write_json(os.path.join(workdir, TABLE_FILE), table)
   rows = merged_metrics(config, workdir)
   with open(os.path.join(workdir, metrics_lib.METRICS_FILE), 'w') as f:
     for row in rows:

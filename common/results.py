@@ -152,13 +152,28 @@ def write_results(
     'run': run_info(),
     'extra': dict(extra or {}),
   }
-  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, RESULTS_FILE)
+  write_json(path, data, indent=2)
+  return path
+
+
+def write_json(path: str, obj: Any, *, indent: int = 1) -> None:
+  """Writes `obj` as JSON atomically (a temporary file, then a rename): a killed run never leaves half a
+  file. NumPy scalars and arrays are converted; parent folders are created."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
-    json.dump(data, f, indent=2, default=_json_default)
+    json.dump(obj, f, indent=indent, default=_json_default)
   os.replace(tmp, path)
-  return path
+
+
+def read_json(path: str) -> Any | None:
+  """The JSON in `path`, or None when it is missing or unreadable (e.g. a sub-run's marker not written yet)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
 
 
 def _json_default(value):

@@ -94,3 +94,15 @@ def test_metric_curves():
   curves = results.metric_curves(rows, ['a', 'b'], 'loss')
   assert curves['a'] == ([10, 20], [1.0, 0.5])
   assert curves['b'][0] == [10, 20] and curves['b'][1][0] == 2.0 and np.isnan(curves['b'][1][1])
+
+
+def test_write_json_is_atomic_and_read_json_tolerates_missing_files(tmp_path):
+  import numpy as np
+
+  path = str(tmp_path / 'sub' / 'x.json')
+  assert results.read_json(path) is None
+  results.write_json(path, {'a': np.float32(1.5), 'b': np.arange(2)})
+  assert results.read_json(path) == {'a': 1.5, 'b': [0, 1]}
+  assert not (tmp_path / 'sub' / 'x.json.tmp').exists()
+  (tmp_path / 'bad.json').write_text('{not json')
+  assert results.read_json(str(tmp_path / 'bad.json')) is None

@@ -18,7 +18,6 @@ smoke checks (finite losses, replay wrap, target syncs).
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import shutil
@@ -175,22 +174,6 @@ class Programs:
     return self._chunks[num_iterations](state, hp)
 
 
-def _read_json(path: str) -> Optional[dict]:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
-def _write_json(path: str, obj: Any) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
-
-
 def seed_keys(config, game_index: int, purpose: int) -> jax.Array:
   """`[S]` keys, the same for every variant of a game (paired comparisons)."""
   key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), game_index), purpose)
@@ -224,7 +207,7 @@ def chunk_row(stats_: Dict[str, np.ndarray]) -> Dict[str, float]:
 def random_score(config, workdir: str, game: str, game_index: int, programs_fn) -> float:
   """Mean return of the uniformly random policy (epsilon 1) on `game`, measured once and kept in JSON."""
   path = os.path.join(workdir, game, RANDOM_FILE)
-  done = _read_json(path)
+  done = results.read_json(path)
   if done is not None and done.get('eval_iterations') == config.eval_iterations:
     return float(done['return'])
   programs = programs_fn()
@@ -233,7 +216,7 @@ def random_score(config, workdir: str, game: str, game_index: int, programs_fn) 
     programs.evaluate(state, stacked_hparams(config, eps_eval=1.0), seed_keys(config, game_index, 2))
   )
   value = float(np.mean(out['episode_return']))
-  _write_json(
+  results.write_json(
     path, {'game': game, 'return': value, 'per_seed': out['episode_return'].tolist(), **_eval_size(config)}
   )
   return value
@@ -251,7 +234,7 @@ def run_one(config, workdir: str, game: str, game_index: int, variant: str, prog
   vid = variant_id(variant)
   name = f'{game}/{vid}'
   subdir = os.path.join(workdir, game, vid)
-  done = _read_json(os.path.join(subdir, EVAL_FILE))
+  done = results.read_json(os.path.join(subdir, EVAL_FILE))
   if (
     done is not None
     and done.get('total_env_steps') == config.total_env_steps
@@ -317,7 +300,7 @@ def run_one(config, workdir: str, game: str, game_index: int, variant: str, prog
     ),
     **_eval_size(config),
   }
-  _write_json(os.path.join(subdir, EVAL_FILE), result)
+  results.write_json(os.path.join(subdir, EVAL_FILE), result)
   # The sub-run is final: its checkpoints (replay buffers of every seed) are no longer needed to resume.
   shutil.rmtree(os.path.join(subdir, checkpoint.CHECKPOINT_DIR), ignore_errors=True)
   logging.info('%s: mean eval return %.3f', name, float(np.mean(returns)))
@@ -568,7 +551,7 @@ def train_and_evaluate(config, workdir: str):
       'normalised_per_seed': {v: s.tolist() for v, s in scores.items()},
       'breakout_x_random': ratio,
     }
-    _write_json(os.path.join(workdir, 'scores.json'), table)
+    results.write_json(os.path.join(workdir, 'scores.json'), table)
     results.write_results(
       workdir,
       project='rl_softmoe',
