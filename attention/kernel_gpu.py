@@ -562,9 +562,7 @@ def stick_breaking_attention_gpu(
   Returns:
     ``(o [B, T, N, D] in q.dtype, rem [B, T, N] float32)``.
   """
-  check_inputs(q, k, v, segment_ids, allow_float64=False, head_dims=HEAD_DIMS)
-  if k.shape[1] != q.shape[1]:
-    raise ValueError(f'the kernel needs self-attention: q length {q.shape[1]} != k length {k.shape[1]}.')
+  check_inputs(q, k, v, segment_ids, allow_float64=False, head_dims=HEAD_DIMS, self_attention=True)
   d = q.shape[3]
   bs = (block_sizes or BlockSizes.for_head_dim(d)).fit(q.shape[1])
   if bs.scan == 'matmul' and q.dtype == jnp.float32:

@@ -115,6 +115,8 @@ def test_bad_inputs_name_the_argument():
     kernel_gpu.stick_breaking_attention_gpu(*(jnp.zeros((1, 8, 2, 16)),) * 3)
   with pytest.raises(AttentionInputError, match='dtype'):
     kernel_gpu.stick_breaking_attention_gpu(*(jnp.zeros((1, 8, 2, 32), jnp.int32),) * 3)
+  with pytest.raises(AttentionInputError, match='k length 9 differs from q length 8'):
+    kernel_gpu.stick_breaking_attention_gpu(q, jnp.zeros((1, 9, 2, 32)), jnp.zeros((1, 9, 2, 32)))
   with pytest.raises(AttentionInputError, match='segment_ids'):
     kernel_gpu.stick_breaking_attention_gpu(q, q, q, segment_ids=jnp.zeros((1, 7), jnp.int32))
 

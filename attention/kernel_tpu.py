@@ -494,13 +494,9 @@ def stick_breaking_attention_tpu(
     ``(o, rem)``: ``o [B, T, N, D]`` in ``q.dtype`` (``sum_i A_ij v_i``) and ``rem [B, T, N]`` float32.
     Differentiable in ``q, k, v`` (through both outputs) with a deterministic custom VJP.
   """
-  check_inputs(q, k, v, segment_ids, allow_float64=False, head_dims=HEAD_DIMS)
+  check_inputs(q, k, v, segment_ids, allow_float64=False, head_dims=HEAD_DIMS, self_attention=True)
   b, t, n, d = q.shape
   kh = k.shape[2]
-  if t != k.shape[1]:
-    raise AttentionInputError(
-      f'k length {k.shape[1]} differs from q length {t}: the kernel is causal self-attention.'
-    )
   bs = BlockSizes.for_head_dim(d) if block_sizes is None else block_sizes
   if not isinstance(bs, BlockSizes):
     raise AttentionInputError(f'block_sizes must be kernel_tpu.BlockSizes, got {type(bs).__name__}.')

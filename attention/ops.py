@@ -17,7 +17,7 @@ from typing import Optional, Tuple, Union
 import jax
 
 from attention import reference
-from attention.reference import AttentionInputError, check_inputs
+from attention.reference import AttentionInputError
 
 Array = jax.Array
 
@@ -87,13 +87,11 @@ def stick_breaking_attention(
   if impl == 'triton':
     from attention import kernel_gpu
 
-    check_inputs(q, k, v, segment_ids, allow_float64=False, head_dims=kernel_gpu.HEAD_DIMS)
     return kernel_gpu.stick_breaking_attention_gpu(
       q, k, v, segment_ids=segment_ids, scale=scale, block_sizes=block_sizes, interpret=interpret
     )
   from attention import kernel_tpu
 
-  check_inputs(q, k, v, segment_ids, allow_float64=False, head_dims=kernel_tpu.HEAD_DIMS)
   return kernel_tpu.stick_breaking_attention_tpu(
     q, k, v, segment_ids=segment_ids, scale=scale, block_sizes=block_sizes, interpret=interpret
   )

@@ -43,6 +43,7 @@ def check_inputs(
   *,
   allow_float64: bool = True,
   head_dims: Optional[Tuple[int, int]] = None,
+  self_attention: bool = False,
 ) -> None:
   """Validates shapes and dtypes before anything is traced into a kernel.
 
@@ -53,6 +54,7 @@ def check_inputs(
     segment_ids: Optional int ``[B, T]`` (self-attention only: ``S == T``).
     allow_float64: Accept float64 (the reference does; kernels do not).
     head_dims: Inclusive ``(lo, hi)`` range of supported head dims, or None for any.
+    self_attention: Require equal q and k lengths (the causal kernels).
 
   Raises:
     AttentionInputError: naming the offending argument.
@@ -82,6 +84,10 @@ def check_inputs(
   if head_dims is not None and not head_dims[0] <= q.shape[3] <= head_dims[1]:
     raise AttentionInputError(
       f'head_dim {q.shape[3]} of q is not supported by this kernel; supported {head_dims[0]}..{head_dims[1]}.'
+    )
+  if self_attention and k.shape[1] != q.shape[1]:
+    raise AttentionInputError(
+      f'k length {k.shape[1]} differs from q length {q.shape[1]}: the kernel is causal self-attention.'
     )
   if segment_ids is not None:
     if getattr(segment_ids, 'ndim', None) != 2 or tuple(segment_ids.shape) != (q.shape[0], q.shape[1]):

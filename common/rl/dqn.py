@@ -799,32 +799,8 @@ def der_preset(**config_overrides: Any) -> Tuple[Config, HParams]:
 
 
 def drq_eps_preset(**config_overrides: Any) -> Tuple[Config, HParams]:
-  """DrQ(eps) (Dopamine `DrQ_eps.gin`): double, dueling, n-step 10, no C51, uniform replay, no target network
-  (period 1), epsilon decay 5000, random-shift augmentation. Pair it with `QNetwork(..., dueling=True)`."""
-  config = dataclasses.replace(
-    Config(
-      total_env_steps=100_000,
-      buffer_capacity=100_000,
-      batch_size=32,
-      max_n_step=10,
-      double=True,
-      num_atoms=1,
-      prioritized=False,
-      augment_pad=1,
-    ),
-    **config_overrides,
-  )
-  hparams = HParams(
-    learning_rate=1e-4,
-    adam_eps=1.5e-4,
-    gamma=0.99,
-    n_step=10,
-    eps_start=1.0,
-    eps_end=0.01,
-    eps_decay_steps=5_000,
-    eps_eval=0.001,
-    learning_starts=1_600,
-    update_period=1,
-    target_update_period=1,
-  )
-  return config, hparams
+  """DrQ(eps) (Dopamine `DrQ_eps.gin`): DER without C51 and prioritized replay, with no target network
+  (period 1), epsilon decay 5000 and random-shift augmentation. Pair it with `QNetwork(..., dueling=True)`."""
+  config, hparams = der_preset(num_atoms=1, prioritized=False, augment_pad=1)
+  config = dataclasses.replace(config, **config_overrides)
+  return config, hparams.replace(eps_decay_steps=5_000, target_update_period=1)
