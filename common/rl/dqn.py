@@ -57,9 +57,14 @@ Agents (presets below; the network decides dueling and the atom count must match
 The network is a Flax module applied to ONE observation (the agent vmaps it over batches; see
 `common.rl.networks`). It must be deterministic (no dropout, noise or `rngs`).
 
+Batch-size sweeps: `HParams.batch_size` masks the first `b` of `Config.batch_size` samples. The samples are
+exactly those of a run compiled with batch `b` (random draws of one key are prefixes of each other), but the
+masked sums reduce over more terms in another order, so a masked run equals the unmasked one to float32
+rounding (tested to 1e-6 over a short run), not bitwise; runs within one vmapped sweep still equal the same
+runs made alone bitwise.
+
 Not here: vmapping over games (different environments cannot share one `env.step`; pad observations and
-actions and `lax.switch` on a game index in the project), batch-size sweeps (a shape; masking inside a larger
-batch changes the order of reductions, so it would not be bitwise equal to a real smaller batch).
+actions and `lax.switch` on a game index in the project).
 """
 
 from __future__ import annotations
@@ -127,6 +132,9 @@ class HParams:
     v_min, v_max: the C51 support (`Config.num_atoms > 1` only).
     priority_exponent: prioritized replay samples with probability proportional to `priority**exponent`.
     importance_exponent: importance weights `P**-exponent`, normalized by the batch maximum.
+    batch_size: transitions per update, `1 <= batch_size <= Config.batch_size`, a mask within the static batch
+      (the first `batch_size` of `Config.batch_size` samples; key draws are prefixes of each other, so they
+      are exactly the samples of a run with that static batch); 0 (default) uses all `Config.batch_size`.
   """
 
   learning_rate: Any = 6.25e-5
@@ -147,9 +155,17 @@ class HParams:
   v_max: Any = 10.0
   priority_exponent: Any = 0.5
   importance_exponent: Any = 0.5
+  batch_size: Any = 0
 
 
-_INT_FIELDS = ('n_step', 'eps_decay_steps', 'learning_starts', 'update_period', 'target_update_period')
+_INT_FIELDS = (
+  'n_step',
+  'eps_decay_steps',
+  'learning_starts',
+  'update_period',
+  'target_update_period',
+  'batch_size',
+)
 _BOOL_FIELDS = ('mse_loss',)
 
 
@@ -185,7 +201,7 @@ class Config:
     num_envs: parallel environments `E` stepped per iteration.
     total_env_steps: length of `Agent.train`, a multiple of `num_envs`.
     buffer_capacity: replay capacity in transitions, a multiple of `num_envs`.
-    batch_size: transitions per gradient update.
+    batch_size: transitions sampled per gradient update (the largest batch: `HParams.batch_size` may mask it).
     max_n_step: window length `N` gathered from the replay; `HParams.n_step` may be any value in [1, N].
     max_updates_per_step: update slots compiled per vector step; must be `>= ceil(num_envs / update_period)`.
     double: double-DQN bootstrap (online argmax, target evaluation).
@@ -281,6 +297,11 @@ def check_hparams(config: Config, hparams: HParams) -> None:
     require(v['v_min'] < v['v_max'], f'v_min must be < v_max, got {v["v_min"]} and {v["v_max"]}')
   require(v['priority_exponent'] >= 0, f'priority_exponent must be >= 0, got {v["priority_exponent"]}')
   require(v['importance_exponent'] >= 0, f'importance_exponent must be >= 0, got {v["importance_exponent"]}')
+  require(
+    (v['batch_size'] >= 0) & (v['batch_size'] <= config.batch_size),
+    f'batch_size must be in [0, Config.batch_size={config.batch_size}] (0: all), got {v["batch_size"]}; '
+    'raise Config.batch_size',
+  )
 
 
 def epsilon(hparams: HParams, env_step: Any) -> jax.Array:
@@ -402,6 +423,11 @@ def summarize(per_iteration: Dict[str, jax.Array]) -> Dict[str, jax.Array]:
   `q_mean`, `grad_norm` (means over the updates; NaN if none), `target_syncs`.
   """
   total = {k: jnp.sum(v, axis=0) for k, v in per_iteration.items()}
+  return _summary(total, per_iteration['env_steps'][-1], per_iteration['epsilon'][-1])
+
+
+def _summary(total: Dict[str, jax.Array], env_steps: jax.Array, eps: jax.Array) -> Dict[str, jax.Array]:
+  """`summarize` from the chunk's totals and its last `env_steps` and `epsilon`."""
   episodes = total['episodes']
   updates = total['updates']
 
@@ -409,8 +435,8 @@ def summarize(per_iteration: Dict[str, jax.Array]) -> Dict[str, jax.Array]:
     return jnp.where(count > 0, value / jnp.maximum(count, 1), jnp.nan)
 
   return {
-    'env_steps': per_iteration['env_steps'][-1],
-    'epsilon': per_iteration['epsilon'][-1],
+    'env_steps': env_steps,
+    'epsilon': eps,
     'episodes': episodes,
     'episode_return': mean(total['return_sum'], episodes),
     'episode_length': mean(total['length_sum'], episodes),
@@ -536,16 +562,26 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
       rng=rng_loop,
     )
 
+  def batch_mask(hp):
+    """`(mask [B], size)`: which of the `Config.batch_size` samples count (`HParams.batch_size`, 0: all)."""
+    size = jnp.where(hp.batch_size > 0, hp.batch_size, batch_size)
+    return jnp.arange(batch_size) < size, size
+
   def sample_batch(buffer, key, hp):
-    """A training batch: start slots, n-step reduction, and the observations to use."""
+    """A training batch: start slots, n-step reduction, and the observations to use.
+
+    `weights` are the importance weights times the batch mask (0 for padding samples)."""
     key_sample, key_aug = jax.random.split(key)
+    mask, size = batch_mask(hp)
     if config.prioritized:
-      rows, envs, probs = replay.sample_prioritized(buffer, key_sample, batch_size, hp.priority_exponent)
-      weights = jnp.power(jnp.maximum(probs, 1e-10), -hp.importance_exponent)
+      rows, envs, probs = replay.sample_prioritized(
+        buffer, key_sample, batch_size, hp.priority_exponent, num_strata=size
+      )
+      weights = jnp.where(mask, jnp.power(jnp.maximum(probs, 1e-10), -hp.importance_exponent), 0.0)
       weights = weights * (1.0 / jnp.max(weights))  # A multiply: see adam_update.
     else:
       rows, envs = replay.sample_indices(buffer, key_sample, batch_size)
-      weights = jnp.ones((batch_size,), jnp.float32)
+      weights = mask.astype(jnp.float32)
     window, in_range = replay.window_rows(buffer, rows, max_n)
     data = buffer.data
     column = envs[:, None]
@@ -561,10 +597,10 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
     obs = data['obs'][rows, envs].astype(obs_spec.dtype)
     next_obs = data['next_obs'][last_row, envs].astype(obs_spec.dtype)
     if config.augment_pad:
-      keys = jax.random.split(key_aug, 2 * batch_size)
+      key_obs, key_next = jax.random.split(key_aug)  # Two splits (not one of 2B): prefixes stay per sample.
       shift = jax.vmap(random_shift, in_axes=(0, 0, None))
-      obs = shift(keys[:batch_size], obs, config.augment_pad)
-      next_obs = shift(keys[batch_size:], next_obs, config.augment_pad)
+      obs = shift(jax.random.split(key_obs, batch_size), obs, config.augment_pad)
+      next_obs = shift(jax.random.split(key_next, batch_size), next_obs, config.augment_pad)
     batch = {'obs': obs, 'action': data['action'][rows, envs], 'next_obs': next_obs, 'nstep': nstep}
     return batch, weights, rows, envs
 
@@ -594,8 +630,12 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
       per_sample = targets.categorical_loss(logits, target_probs)
       q_sa = jnp.sum(jax.nn.softmax(logits, axis=-1) * z, axis=-1)
       priority = per_sample
-    loss = jnp.mean(weights * per_sample)
-    return loss, {'q_mean': jnp.mean(q_sa), 'priority': jax.lax.stop_gradient(priority)}
+    mask, size = batch_mask(hp)
+    inv_size = 1.0 / size.astype(jnp.float32)
+    # Padding samples have weight 0 (they are real replay samples, so their loss is finite).
+    loss = jnp.sum(weights * per_sample) * inv_size
+    q_mean = jnp.sum(mask * inv_size * q_sa)
+    return loss, {'q_mean': q_mean, 'priority': jax.lax.stop_gradient(priority)}
 
   def gradient_step(params, opt_state, grads, hp):
     """Global-norm clipping, Adam (traced eps) and decoupled weight decay, all from traced `hp`."""
@@ -628,7 +668,7 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
       params, opt_state, grad_norm = gradient_step(state.params, state.opt_state, grads, hp)
       buffer = state.buffer
       if config.prioritized:
-        buffer = replay.update_priorities(buffer, rows, envs, aux['priority'] + 1e-10)
+        buffer = replay.update_priorities(buffer, rows, envs, aux['priority'] + 1e-10, mask=batch_mask(hp)[0])
       # Dopamine syncs right after the update of a step that is a multiple of the period.
       sync_after = crossed(hp, env_step - 1, env_step)
       target_params = _where_tree(sync_after, params, target_params)
@@ -709,8 +749,17 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
 
   def run_chunk(state: TrainState, hparams: HParams, num_iterations: int):
     hp = as_arrays(hparams)
-    state, per_iteration = jax.lax.scan(lambda s, _: iteration(s, hp), state, None, length=num_iterations)
-    return state, summarize(per_iteration)
+    # Totals accumulate in the carry, one addition per iteration in order (no [iterations] stacks of metrics).
+    zeros = jax.eval_shape(lambda s: iteration(s, hp)[1], state)
+    zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in zeros.items()}
+
+    def body(carry, _):
+      s, total = carry
+      s, m = iteration(s, hp)
+      return (s, {k: total[k] + m[k] for k in total}), (m['env_steps'], m['epsilon'])
+
+    (state, total), (env_steps, eps) = jax.lax.scan(body, (state, zeros), None, length=num_iterations)
+    return state, _summary(total, env_steps[-1], eps[-1])
 
   def train(rng: jax.Array, hparams: HParams):
     state = init(rng, hparams)

@@ -191,13 +191,18 @@ def window_rows(buffer: Buffer, rows: jax.Array, n: int) -> Tuple[jax.Array, jax
 
 
 def sample_prioritized(
-  buffer: Buffer, key: jax.Array, batch_size: int, exponent: Any
+  buffer: Buffer, key: jax.Array, batch_size: int, exponent: Any, num_strata: Any = None
 ) -> Tuple[jax.Array, jax.Array, jax.Array]:
   """Stratified proportional sampling: `(rows, envs, probs)` with `P(slot) = p**exponent / sum(p**exponent)`.
 
-  The total mass is cut into `batch_size` equal segments and one slot is drawn from each (as Dopamine's sum
-  tree does), which lowers the variance against independent draws. Unfilled rows have probability 0.
-  `probs[b]` is the probability of the drawn slot, for the importance weights `(N * P) ** -beta`.
+  The total mass is cut into `num_strata` equal segments (default `batch_size`) and sample `b < num_strata`
+  is drawn from segment `b` (as Dopamine's sum tree does), which lowers the variance against independent
+  draws. Unfilled rows have probability 0. `probs[b]` is the probability of the drawn slot, for the importance
+  weights `(N * P) ** -beta`.
+
+  `num_strata` may be traced and smaller than `batch_size`: the first `num_strata` samples are then exactly
+  those of a call with `batch_size = num_strata` (the uniform draws of a key are prefixes of each other), and
+  the rest are padding the caller masks. This is how a batch size is swept inside one compiled program.
   """
   if buffer.priorities is None:
     raise ConfigError('sample_prioritized needs a buffer made with init(..., prioritized=True)')
@@ -207,7 +212,10 @@ def sample_prioritized(
   mass = jnp.where(filled, jnp.power(buffer.priorities, exponent), 0.0).reshape(-1)
   cumulative = jnp.cumsum(mass)
   norm = cumulative[-1]
-  u = (jnp.arange(batch_size, dtype=jnp.float32) + jax.random.uniform(key, (batch_size,))) / batch_size
+  strata = jnp.float32(batch_size) if num_strata is None else jnp.asarray(num_strata, jnp.float32)
+  # Clipped below 1: padding samples (b >= num_strata) land on the last filled slot and are masked.
+  offsets = jnp.arange(batch_size, dtype=jnp.float32) + jax.random.uniform(key, (batch_size,))
+  u = jnp.minimum(offsets * (1.0 / strata), 1.0)  # A multiply, not a divide: see `probs` below.
   flat = jnp.searchsorted(cumulative, u * norm, side='right').astype(jnp.int32)
   # Rounding can land on the end or on a zero-mass slot; clamp into the filled slots.
   flat = jnp.clip(flat, 0, jnp.maximum(size(buffer), 1) - 1)
@@ -217,12 +225,21 @@ def sample_prioritized(
   return flat // e, flat % e, probs
 
 
-def update_priorities(buffer: Buffer, rows: jax.Array, envs: jax.Array, priorities: jax.Array) -> Buffer:
-  """Sets the priorities of slots `(rows, envs)` (and raises `max_priority` to cover them)."""
+def update_priorities(
+  buffer: Buffer, rows: jax.Array, envs: jax.Array, priorities: jax.Array, mask: Optional[jax.Array] = None
+) -> Buffer:
+  """Sets the priorities of slots `(rows, envs)` (and raises `max_priority` to cover them); entries whose
+  `mask` is False (padding of a masked batch) change nothing."""
   if buffer.priorities is None:
     raise ConfigError('update_priorities needs a buffer made with init(..., prioritized=True)')
   priorities = jnp.asarray(priorities, jnp.float32)
+  if mask is None:
+    return buffer.replace(
+      priorities=buffer.priorities.at[rows, envs].set(priorities),
+      max_priority=jnp.maximum(buffer.max_priority, jnp.max(priorities)),
+    )
+  rows = jnp.where(mask, rows, num_rows(buffer))  # Out of bounds: dropped by the scatter.
   return buffer.replace(
-    priorities=buffer.priorities.at[rows, envs].set(priorities),
-    max_priority=jnp.maximum(buffer.max_priority, jnp.max(priorities)),
+    priorities=buffer.priorities.at[rows, envs].set(priorities, mode='drop'),
+    max_priority=jnp.maximum(buffer.max_priority, jnp.max(jnp.where(mask, priorities, 0.0))),
   )
