@@ -26,6 +26,12 @@ _CONFIG = config_flags.DEFINE_config_file('config', 'rl_hparams/configs/default.
 _STEPS = flags.DEFINE_integer('steps', 5000, 'Env steps per timed chunk (a multiple of num_envs).')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed chunks.')
 _OUT = flags.DEFINE_string('out', '', 'Write the results here as JSON.')
+_CONV_IMPLS = flags.DEFINE_string(
+  'conv_impls', '', 'Comma-separated conv_impl values to compare (default: the config).'
+)
+_AGENTS = flags.DEFINE_string(
+  'agents', '', 'Comma-separated agents to time (default: every agent of the config).'
+)
 
 
 def bench_program(config, program: sweep.Program, steps: int, repeats: int) -> dict:
@@ -63,22 +69,27 @@ def main(argv):
   del argv
   config = _CONFIG.value
   programs, _ = sweep.plan(config)
-  rows = {}
-  for program in programs:
-    if program.agent not in rows:
-      rows[program.agent] = bench_program(config, program, _STEPS.value, _REPEATS.value)
-      print(json.dumps(rows[program.agent]), flush=True)
-  projected = sum(rows[p.agent]['seconds_per_env_step'] * p.steps for p in programs)
-  low = min(config.regimes.values())
-  out = {
-    'device': str(jax.devices()[0].device_kind),
-    'per_agent': rows,
-    'runs_per_hour_at_low_regime': {
-      a: round(r['runs_x_env_steps_per_second'] * 3600 / low, 1) for a, r in rows.items()
-    },
-    'programs': len(programs),
-    'projected_sweep_seconds_excl_compile': round(projected, 1),
-  }
+  agents = _AGENTS.value.split(',') if _AGENTS.value else None
+  out = {'device': str(jax.devices()[0].device_kind), 'programs': len(programs), 'by_conv_impl': {}}
+  for impl in _CONV_IMPLS.value.split(',') if _CONV_IMPLS.value else [config.conv_impl]:
+    config.conv_impl = impl
+    rows = {}
+    for program in programs:
+      if program.agent not in rows and (agents is None or program.agent in agents):
+        rows[program.agent] = bench_program(config, program, _STEPS.value, _REPEATS.value)
+        print(impl, json.dumps(rows[program.agent]), flush=True)
+    low = min(config.regimes.values())
+    timed = [p for p in programs if p.agent in rows]
+    out['by_conv_impl'][impl] = {
+      'per_agent': rows,
+      'runs_per_hour_at_low_regime': {
+        a: round(r['runs_x_env_steps_per_second'] * 3600 / low, 1) for a, r in rows.items()
+      },
+      # Every program of the timed agents, one device, compilation excluded.
+      'projected_seconds_excl_compile': round(
+        sum(rows[p.agent]['seconds_per_env_step'] * p.steps for p in timed), 1
+      ),
+    }
   print(json.dumps(out, indent=1))
   if _OUT.value:
     with open(_OUT.value, 'w') as f:

@@ -32,6 +32,30 @@ ACTIVATIONS = {
 NORMALIZATIONS = ('none', 'layer_norm', 'rms_norm')
 
 
+class MatmulConv(nn.Module):
+  """A stride-1 SAME convolution written as patches times a matrix: the same parameters (``kernel``
+  ``[k, k, C, F]``, ``bias`` ``[F]``), initialisation and output as ``nn.Conv``.
+
+  Why: the sweeps ``vmap`` the network over ~100 runs, each with its own parameters; XLA turns a vmapped
+  ``nn.Conv`` into a grouped convolution (one group per run), which cuDNN runs slowly, while the patch
+  matrix product becomes one batched matmul. On MinAtar's 10x10 frames the k*k shifted copies are tiny.
+  """
+
+  features: int
+  kernel: int = 3
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, c = self.kernel, x.shape[-1]
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, c, self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    lo = (k - 1) // 2  # SAME padding, as nn.Conv (the extra row/column goes after for even k).
+    padded = jnp.pad(x, ((lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
+    h, w = x.shape[0], x.shape[1]
+    patches = jnp.stack([padded[i : i + h, j : j + w] for i in range(k) for j in range(k)], axis=2)
+    return patches.reshape(h, w, k * k * c) @ kernel.reshape(k * k * c, self.features) + bias
+
+
 class Torso(nn.Module):
   """Conv layers then dense layers, each followed by the normalisation and the activation.
 
@@ -41,6 +65,7 @@ class Torso(nn.Module):
     depth: number of dense layers.
     activation: a key of ``ACTIVATIONS``.
     normalization: 'none', 'layer_norm' or 'rms_norm' (over the last axis, after each layer).
+    conv_impl: 'matmul' (``MatmulConv`` for stride-1 layers) or 'xla' (``nn.Conv``); same function.
   """
 
   conv: Sequence[Sequence[int]] = ((16, 3, 1),)
@@ -48,6 +73,7 @@ class Torso(nn.Module):
   depth: int = 1
   activation: str = 'relu'
   normalization: str = 'none'
+  conv_impl: str = 'matmul'
 
   def _norm(self, x, name):
     if self.normalization == 'layer_norm':
@@ -63,7 +89,10 @@ class Torso(nn.Module):
     if obs.dtype == jnp.uint8:  # Atari pixels, scaled to [0, 1] as Dopamine does.
       x = x / 255.0
     for i, (features, kernel, stride) in enumerate(self.conv):
-      x = nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding='SAME', name=f'conv{i}')(x)
+      if self.conv_impl == 'matmul' and stride == 1:
+        x = MatmulConv(features, kernel, name=f'conv{i}')(x)
+      else:
+        x = nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding='SAME', name=f'conv{i}')(x)
       x = act(self._norm(x, f'conv_norm{i}'))
     x = x.reshape(-1)
     for i in range(self.depth):
@@ -84,6 +113,7 @@ def make_network(
   normalization: str = 'none',
   width: int = 128,
   depth: int = 1,
+  conv_impl: str = 'matmul',
 ) -> networks.QNetwork:
   """The dueling Q-network for frames ``obs_shape``: the MinAtar torso for 10x10 frames, the Nature CNN for
   larger ones (Atari 84x84)."""
@@ -95,6 +125,15 @@ def make_network(
     raise ConfigError(f'the Q-network needs [H, W, C] frames, got shape {tuple(obs_shape)}')
   if width < 1 or depth < 1:
     raise ConfigError(f'width and depth must be >= 1, got {width} and {depth}')
+  if conv_impl not in ('matmul', 'xla'):
+    raise ConfigError(f'conv_impl must be "matmul" or "xla", got {conv_impl!r}')
   conv = MINATAR_CNN if max(obs_shape[:2]) <= 16 else NATURE_CNN
-  torso = Torso(conv=conv, width=width, depth=depth, activation=activation, normalization=normalization)
+  torso = Torso(
+    conv=conv,
+    width=width,
+    depth=depth,
+    activation=activation,
+    normalization=normalization,
+    conv_impl=conv_impl,
+  )
   return networks.QNetwork(torso=torso, num_actions=num_actions, num_atoms=num_atoms, dueling=True)

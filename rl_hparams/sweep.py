@@ -237,7 +237,9 @@ class Compiled:
     obs_shape = env.observation_space(env_params).shape
     num_actions = int(env.action_space(env_params).n)
     cfg = agent_config(config, program)
-    self.network = networks.make_network(obs_shape, num_actions, num_atoms=cfg.num_atoms, **program.static)
+    self.network = networks.make_network(
+      obs_shape, num_actions, num_atoms=cfg.num_atoms, conv_impl=config.conv_impl, **program.static
+    )
     self.agent = dqn.make_train(env, env_params, self.network, cfg)
     # Evaluation on `eval_envs` fresh environments with the trained parameters (same network).
     e = config.eval_envs

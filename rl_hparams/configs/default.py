@@ -60,6 +60,7 @@ def get_config(arg=None):
   # Agent sizes (static): one env as in Atari 100k; the replay keeps the last 100k transitions.
   c.num_envs = 1
   c.buffer_capacity = 100_000
+  c.conv_impl = 'matmul'  # 'xla': nn.Conv (a grouped convolution once vmapped over runs); same function.
   c.augment_pad = 1  # DrQ(eps) random shift on 10x10 MinAtar frames (4 on 84x84 Atari frames).
   # Loop and evaluation.
   c.log_every = 10_000  # Env steps per chunk (one metrics row).

@@ -19,13 +19,13 @@ mkdir -p "$W" "$OUT"
       --out="$OUT/attention_bench_t8192_d128.json" > "$OUT/attention_bench.log" 2>&1
     grep -v '^[IW][0-9]' "$OUT/attention_bench.log" | tail -8
   fi
-  timeout 240 python -m rl_hparams.bench --config=rl_hparams/configs/default.py --steps=5000 --repeats=3 \
-    --out="$OUT/rl_hparams_bench.json" > "$OUT/rl_hparams_bench.log" 2>&1
-  tail -22 "$OUT/rl_hparams_bench.log"
+  timeout 300 python -m rl_hparams.bench --config=rl_hparams/configs/default.py --steps=2000 --repeats=3 \
+    --conv_impls="${BENCH_CONV_IMPLS:-matmul,xla}" --out="$OUT/rl_hparams_bench.json" > "$OUT/rl_hparams_bench.log" 2>&1
+  grep -E '^(matmul|xla) ' "$OUT/rl_hparams_bench.log" | cut -c1-400
 ) &
 side=$!
 start=$(date +%s)
-CUDA_VISIBLE_DEVICES=$sweep_gpus timeout 545 python -m rl_hparams.main \
+CUDA_VISIBLE_DEVICES=$sweep_gpus timeout ${SWEEP_TIMEOUT:-545} python -m rl_hparams.main \
   --config=rl_hparams/configs/default.py:budget=$budget --workdir="$W" > "$OUT/sweep.log" 2>&1
 echo "sweep: exit $? after $(( $(date +%s) - start )) s"
 grep -E 'done in|stopping|not starting|Traceback|Error' "$OUT/sweep.log" | tail -20

@@ -1,0 +1,49 @@
+"""The sweep's Q-network: the matmul convolution equals nn.Conv, options change the network, bad options."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from common.errors import ConfigError
+from rl_hparams import networks
+
+
+@pytest.mark.parametrize('kernel', [3, 2])
+def test_matmul_conv_equals_flax_conv(kernel):
+  x = jax.random.normal(jax.random.key(0), (10, 10, 4))
+  conv = networks.MatmulConv(16, kernel)
+  params = conv.init(jax.random.key(1), x)
+  flax_conv = nn.Conv(16, (kernel, kernel), padding='SAME')
+  out = conv.apply(params, x)
+  expected = flax_conv.apply(params, x)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+  # Same parameter shapes as nn.Conv, so checkpoints and parameter counts are interchangeable.
+  flax_params = flax_conv.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, flax_params)
+
+
+def test_options_change_the_network_and_outputs_match_between_conv_impls():
+  obs = (jax.random.uniform(jax.random.key(2), (10, 10, 4)) > 0.5).astype(jnp.float32)
+  base = networks.make_network((10, 10, 4), 3, num_atoms=5)
+  params = base.init(jax.random.key(0), obs)
+  assert base.apply(params, obs).shape == (3, 5)
+  xla = networks.make_network((10, 10, 4), 3, num_atoms=5, conv_impl='xla')
+  np.testing.assert_allclose(xla.apply(params, obs), base.apply(params, obs), rtol=1e-5, atol=1e-5)
+  for options in ({'width': 64}, {'depth': 2}, {'normalization': 'layer_norm'}, {'activation': 'tanh'}):
+    net = networks.make_network((10, 10, 4), 3, **options)
+    p = net.init(jax.random.key(0), obs)
+    assert net.apply(p, obs).shape == (3,)
+  sizes = {d: sum(x.size for x in jax.tree.leaves(networks.make_network((10, 10, 4), 3, depth=d).init(
+    jax.random.key(0), obs))) for d in (1, 2)}  # fmt: skip
+  assert sizes[2] == sizes[1] + 128 * 128 + 128
+
+
+def test_bad_options():
+  with pytest.raises(ConfigError, match='unknown activation'):
+    networks.make_network((10, 10, 4), 3, activation='swish2')
+  with pytest.raises(ConfigError, match='unknown normalization'):
+    networks.make_network((10, 10, 4), 3, normalization='batch_norm')
+  with pytest.raises(ConfigError, match='conv_impl'):
+    networks.make_network((10, 10, 4), 3, conv_impl='cudnn')
