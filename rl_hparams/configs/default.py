@@ -45,7 +45,7 @@ SWEEP_10 = (
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, smoke=False, seeds=0, budget=0)
+  arg = config_lib.parse_arg(arg, smoke=False, seeds=0, budget=0, high=0)
   c = ml_collections.ConfigDict()
   c.experiment = 'thc_minatar'
   c.env = 'minatar'
@@ -96,4 +96,6 @@ def get_config(arg=None):
     c.num_seeds = arg.seeds
   if arg.budget:
     c.time_budget_s = float(arg.budget)
+  if arg.high:  # The high regime's length in env steps (e.g. `:high=200000` where 500k does not fit a budget).
+    c.regimes.high = arg.high
   return c

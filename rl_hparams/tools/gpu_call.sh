@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED=1
 budget=${1:-400}
 n=$(nvidia-smi -L | wc -l); last=$((n - 1)); sweep_gpus=$(seq -s, 0 $((n - 2)))
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1; echo "gpus: $n"
-W=runs/gpu/rl_hparams/thc_minatar
+W=runs/gpu/rl_hparams/${WORKDIR_NAME:-thc_minatar}
 mkdir -p "$W" "$OUT"
 (
   export CUDA_VISIBLE_DEVICES=$last
@@ -19,6 +19,7 @@ mkdir -p "$W" "$OUT"
       --out="$OUT/attention_bench_t8192_d128.json" > "$OUT/attention_bench.log" 2>&1
     grep -v '^[IW][0-9]' "$OUT/attention_bench.log" | tail -8
   fi
+  [ -n "${SKIP_BENCH:-}" ] && exit 0
   timeout 300 python -m rl_hparams.bench --config=rl_hparams/configs/default.py --steps=2000 --repeats=3 \
     --conv_impls="${BENCH_CONV_IMPLS:-matmul,xla}" --out="$OUT/rl_hparams_bench.json" > "$OUT/rl_hparams_bench.log" 2>&1
   grep -E '^(matmul|xla) ' "$OUT/rl_hparams_bench.log" | cut -c1-400
@@ -26,9 +27,9 @@ mkdir -p "$W" "$OUT"
 side=$!
 start=$(date +%s)
 CUDA_VISIBLE_DEVICES=$sweep_gpus timeout ${SWEEP_TIMEOUT:-545} python -m rl_hparams.main \
-  --config=rl_hparams/configs/default.py:budget=$budget --workdir="$W" > "$OUT/sweep.log" 2>&1
+  --config=rl_hparams/configs/default.py:budget=$budget${CONFIG_ARGS:-} --workdir="$W" > "$OUT/sweep.log" 2>&1
 echo "sweep: exit $? after $(( $(date +%s) - start )) s"
 grep -E 'done in|stopping|not starting|Traceback|Error' "$OUT/sweep.log" | tail -20
 wait $side
-tar czf "$OUT/thc_workdir.tgz" --exclude=checkpoints --exclude=tensorboard -C runs/gpu/rl_hparams thc_minatar
+tar czf "$OUT/thc_workdir.tgz" --exclude=checkpoints --exclude=tensorboard -C runs/gpu/rl_hparams "$(basename "$W")"
 ls -la "$OUT"
