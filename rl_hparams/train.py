@@ -125,73 +125,84 @@ def train_and_evaluate(config, workdir: str):
   start_time = time.time()
   budget = config.time_budget_s if config.time_budget_s and config.time_budget_s > 0 else math.inf
   finished, randoms, complete = sweep.run_sweep(config, workdir, budget)
-  programs, represents = sweep.plan(config)
   if jax.process_index() != 0:
     return None
-  rows = sweep.csv_rows(config, finished, randoms, represents)
-  csv_path = os.path.join(workdir, CSV_FILE)
-  if rows:
-    thc.write_csv(csv_path, rows)
-  run_seconds = sum(p['wall_seconds'] for p in finished)
-  runs_done = sum(len(p['runs']) * p['num_seeds'] for p in finished)
-  throughput = {
-    'programs_finished': len(finished),
-    'programs_total': len(programs),
-    'runs_finished': runs_done,
-    'program_seconds_total': round(run_seconds, 1),
-    # Runs of the sweep per GPU-hour, from the programs' own wall-clock (compilation included).
-    'runs_per_hour': round(runs_done / run_seconds * 3600, 1) if run_seconds else None,
-    'env_steps_per_second_all_runs': round(
-      sum(len(p['runs']) * p['num_seeds'] * p['env_steps'] for p in finished) / run_seconds, 1
-    )
-    if run_seconds
-    else None,
-  }
   if not complete:
+    programs, _ = sweep.plan(config)
+    throughput = _throughput(finished)
     results.write_json(os.path.join(workdir, 'progress.json'), throughput)
-    claims = [
-      results.Claim(
-        'sweep complete',
-        'all programs',
-        f'{len(finished)}/{len(programs)} programs',
-        False,
-        '',
-        'time budget spent: rerun the same command to continue (finished programs are skipped)',
-      )
-    ]
     results.write_results(
       workdir,
       project='rl_hparams',
       experiment=config.experiment,
-      claims=claims,
+      claims=[_incomplete_claim(len(finished), len(programs))],
       wall_clock_s=time.time() - start_time,
       extra={'throughput': throughput},
     )
     return None
+  return analyze(config, workdir, finished, randoms, wall_clock_s=time.time() - start_time)
+
+
+def _incomplete_claim(done: int, total: int) -> results.Claim:
+  return results.Claim(
+    'sweep complete',
+    'all programs',
+    f'{done}/{total} programs',
+    done == total,
+    '',
+    'rerun the same command to continue (finished programs are skipped)',
+  )
+
+
+def _throughput(finished: List[dict]) -> Dict[str, Any]:
+  """Runs per hour of the finished programs, from their own wall-clock (compilation included)."""
+  seconds = sum(p['wall_seconds'] for p in finished)
+  runs = sum(len(p['runs']) * p['num_seeds'] for p in finished)
+  steps = sum(len(p['runs']) * p['num_seeds'] * p['env_steps'] for p in finished)
+  return {
+    'programs_finished': len(finished),
+    'runs_finished': runs,
+    'program_seconds_total': round(seconds, 1),
+    'runs_per_device_hour': round(runs / seconds * 3600, 1) if seconds else None,
+    'env_steps_per_second_all_runs': round(steps / seconds, 1) if seconds else None,
+  }
+
+
+def analyze(config, workdir: str, finished: List[dict], randoms: Dict[str, float], *, wall_clock_s: float):
+  """sweep.csv, THC (from the CSV on disk), claims, plots and report.md from the finished programs.
+
+  With fewer programs than the plan (`python -m rl_hparams.analyze` on a sweep in progress), the claims say
+  so ('sweep complete' fails) and every THC is over what exists: a setting missing for a value drops that
+  value, a context with one setting is skipped (rl_hparams.thc)."""
+  programs, represents = sweep.plan(config)
+  rows = sweep.csv_rows(config, finished, randoms, represents)
   if not rows:
     raise ConfigError('the sweep produced no rows: check config.sweep and config.runs')
+  csv_path = os.path.join(workdir, CSV_FILE)
+  thc.write_csv(csv_path, rows)
   entries = compute_all(config, thc.read_csv(csv_path))
   again = compute_all(config, thc.read_csv(csv_path))
-  equal = _entries_equal(entries, again)
-  claims = build_claims(config, entries, equal, finished)
+  claims = build_claims(config, entries, _entries_equal(entries, again), finished)
+  partial = len(finished) < len(programs)
+  if partial:
+    claims.insert(0, _incomplete_claim(len(finished), len(programs)))
   thc.thc_table_csv(os.path.join(workdir, 'thc_ranks.csv'), entries)
   summary = thc.summarize_thc(entries)
   results.write_json(os.path.join(workdir, 'thc.json'), {'summary': summary, 'entries': entries})
-  claims_md = results_markdown(claims)
-  files = report.write_report(
-    workdir,
-    entries,
-    rows,
-    claims_md=claims_md,
-    title=f'THC on {config.env}: {", ".join(config.runs)} x {len(config.games)} games x {config.num_seeds} seeds',
+  title = (
+    f'THC on {config.env}: {", ".join(config.runs)} x {len(config.games)} games x {config.num_seeds} seeds'
   )
+  if partial:
+    title += f' (partial: {len(finished)}/{len(programs)} programs)'
+  files = report.write_report(workdir, entries, rows, claims_md=results_markdown(claims), title=title)
+  throughput = _throughput(finished)
   results.write_results(
     workdir,
     project='rl_hparams',
     experiment=config.experiment,
     claims=claims,
     plots=[f for f in files if f.endswith('.png')],
-    wall_clock_s=time.time() - start_time,
+    wall_clock_s=wall_clock_s,
     extra={'thc_summary': summary, 'throughput': throughput, 'random_return': randoms},
   )
   return summary

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from common import config as config_lib
 from common.errors import ConfigError
 from rl_hparams import sweep
 from rl_hparams import thc
@@ -164,3 +165,26 @@ def test_two_devices_run_programs_in_parallel_with_the_same_results(smoke_run, t
       open(os.path.join(full_dir, path, sweep.RUNS_FILE)) as g,
     ):
       assert json.load(f)['runs'] == json.load(g)['runs'], path
+
+
+def test_analyze_a_partial_sweep_says_so(smoke_run, tmp_path):
+  """`rl_hparams.analyze` on a sweep with a program missing: THC over what exists, claims name the gap."""
+  from rl_hparams import analyze
+
+  full_dir, _ = smoke_run
+  workdir = str(tmp_path / 'partial')
+  shutil.copytree(full_dir, workdir)
+  config = default.get_config('smoke')
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:  # What `common.app` writes for a real run.
+    json.dump(config_lib.to_dict(config), f)
+  last = sweep.plan(config)[0][-1]
+  os.remove(os.path.join(workdir, last.path, sweep.RUNS_FILE))
+  loaded, finished, randoms = analyze.load(workdir)
+  assert len(finished) == 2 and set(randoms) == {'Breakout-MinAtar'}
+  train.analyze(loaded, workdir, finished, randoms, wall_clock_s=0.0)
+  claims = _claims(workdir)
+  assert claims['sweep complete']['measured'] == '2/3 programs' and not claims['sweep complete']['passed']
+  with open(os.path.join(workdir, 'report.md')) as f:
+    assert '(partial: 2/3 programs)' in f.readline()
+  with pytest.raises(ConfigError, match='does not exist'):
+    analyze.load(str(tmp_path / 'nowhere'))

@@ -96,6 +96,8 @@ def get_config(arg=None):
     c.num_seeds = arg.seeds
   if arg.budget:
     c.time_budget_s = float(arg.budget)
-  if arg.high:  # The high regime's length in env steps (e.g. `:high=200000` where 500k does not fit a budget).
+  if (
+    arg.high
+  ):  # The high regime's length in env steps (e.g. `:high=200000` where 500k does not fit a budget).
     c.regimes.high = arg.high
   return c
