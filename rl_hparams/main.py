@@ -1,5 +1,7 @@
-"""Hyper-parameter consistency sweeps and THC: `python -m rl_hparams.main --config=rl_hparams/configs/default.py[:smoke]
---workdir=DIR`."""
+"""Hyper-parameter consistency sweeps and THC:
+
+python -m rl_hparams.main --config=rl_hparams/configs/default.py[:smoke] --workdir=DIR
+"""
 
 from common import app
 from rl_hparams import train

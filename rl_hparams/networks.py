@@ -32,30 +32,6 @@ ACTIVATIONS = {
 NORMALIZATIONS = ('none', 'layer_norm', 'rms_norm')
 
 
-class MatmulConv(nn.Module):
-  """A stride-1 SAME convolution written as patches times a matrix: the same parameters (``kernel``
-  ``[k, k, C, F]``, ``bias`` ``[F]``), initialisation and output as ``nn.Conv``.
-
-  Why: the sweeps ``vmap`` the network over ~100 runs, each with its own parameters; XLA turns a vmapped
-  ``nn.Conv`` into a grouped convolution (one group per run), which cuDNN runs slowly, while the patch
-  matrix product becomes one batched matmul. On MinAtar's 10x10 frames the k*k shifted copies are tiny.
-  """
-
-  features: int
-  kernel: int = 3
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    k, c = self.kernel, x.shape[-1]
-    kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, c, self.features), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    lo = (k - 1) // 2  # SAME padding, as nn.Conv (the extra row/column goes after for even k).
-    padded = jnp.pad(x, ((lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
-    h, w = x.shape[0], x.shape[1]
-    patches = jnp.stack([padded[i : i + h, j : j + w] for i in range(k) for j in range(k)], axis=2)
-    return patches.reshape(h, w, k * k * c) @ kernel.reshape(k * k * c, self.features) + bias
-
-
 class Torso(nn.Module):
   """Conv layers then dense layers, each followed by the normalisation and the activation.
 
@@ -65,7 +41,7 @@ class Torso(nn.Module):
     depth: number of dense layers.
     activation: a key of ``ACTIVATIONS``.
     normalization: 'none', 'layer_norm' or 'rms_norm' (over the last axis, after each layer).
-    conv_impl: 'matmul' (``MatmulConv`` for stride-1 layers) or 'xla' (``nn.Conv``); same function.
+    conv_impl: 'matmul' (``common.rl.networks.MatmulConv``) or 'xla' (``nn.Conv``); the same function.
   """
 
   conv: Sequence[Sequence[int]] = ((16, 3, 1),)
@@ -89,8 +65,8 @@ class Torso(nn.Module):
     if obs.dtype == jnp.uint8:  # Atari pixels, scaled to [0, 1] as Dopamine does.
       x = x / 255.0
     for i, (features, kernel, stride) in enumerate(self.conv):
-      if self.conv_impl == 'matmul' and stride == 1:
-        x = MatmulConv(features, kernel, name=f'conv{i}')(x)
+      if self.conv_impl == 'matmul':
+        x = networks.MatmulConv(features, kernel, stride, name=f'conv{i}')(x)
       else:
         x = nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding='SAME', name=f'conv{i}')(x)
       x = act(self._norm(x, f'conv_norm{i}'))

@@ -1,11 +1,11 @@
 """The sweep runner: one-at-a-time sweeps of DER and DrQ(eps), each (agent, regime, game, network) one vmapped
 program, resumable, its results rows of the tidy CSV.
 
-Plan. For every ``agent:regime`` pair of the config and every game, ``schema.one_at_a_time`` lists the distinct
-settings (the defaults once, then each hyper-parameter's other values). Settings whose network is the same
-(every ``static`` hyper-parameter at the same value) form one *program*: their ``HParams`` (traced and masked
-values) times the seeds are stacked and trained by ``jax.jit(jax.vmap(agent.run_chunk))`` in chunks of
-``log_every`` env steps. A network hyper-parameter's other values are programs of their own.
+Plan. For every ``agent:regime`` pair of the config and every game, ``schema.one_at_a_time`` lists the
+distinct settings (the defaults once, then each hyper-parameter's other values). Settings whose network is
+the same (every ``static`` hyper-parameter at the same value) form one *program*: their ``HParams`` (traced
+and masked values) times the seeds are stacked and trained by ``jax.jit(jax.vmap(agent.run_chunk))`` in
+chunks of ``log_every`` env steps. A network hyper-parameter's other values are programs of their own.
 
 Layout of a run (``workdir``):
 
@@ -219,13 +219,17 @@ def stacked_hparams(config, program: Program) -> dqn.HParams:
   return dqn.stack([hp for hp in hps for _ in range(config.num_seeds)])
 
 
-def make_env(config, game: str):
+def make_env(config, game: str, evaluation: bool = False):
+  """The game's environment; for Atari, the evaluation env plays whole games with raw rewards (the score the
+  Atari 100k papers report), the training env clips rewards and ends episodes at a life loss."""
   if config.env == 'minatar':
     import gymnax
 
     return gymnax.make(game)
-  from common.rl import atari  # noqa: PLC0415 (the `atari` extra)
+  from common.rl import atari  # The `atari` extra (ale-py).
 
+  if evaluation:
+    return atari.make(game, terminal_on_life_loss=False, clip_rewards=False)
   return atari.make(game)
 
 
@@ -243,9 +247,10 @@ class Compiled:
     self.agent = dqn.make_train(env, env_params, self.network, cfg)
     # Evaluation on `eval_envs` fresh environments with the trained parameters (same network).
     e = config.eval_envs
+    eval_env, eval_params = make_env(config, program.game, evaluation=True)
     self.eval_agent = dqn.make_train(
-      env,
-      env_params,
+      eval_env,
+      eval_params,
       self.network,
       dataclasses.replace(cfg, num_envs=e, total_env_steps=e, buffer_capacity=e, max_updates_per_step=1),
     )

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ['QNetwork']
+__all__ = ['MatmulConv', 'QNetwork']
 
 
 class QNetwork(nn.Module):
@@ -50,3 +50,37 @@ class QNetwork(nn.Module):
       return advantage
     value = nn.Dense(self.num_atoms, name='value')(x).reshape((1,) + shape[1:])
     return value + advantage - jnp.mean(advantage, axis=0, keepdims=True)
+
+
+class MatmulConv(nn.Module):
+  """A SAME convolution of one ``[H, W, C]`` image written as patches times a matrix: the same parameters
+  (``kernel`` ``[k, k, C, F]``, ``bias`` ``[F]``), initialisation and output as ``nn.Conv(F, (k, k),
+  strides=(s, s), padding='SAME')``.
+
+  Why: the agents ``vmap`` the network over seeds and hyper-parameters (~100 runs in a sweep), each with its
+  own parameters; XLA turns a vmapped ``nn.Conv`` into a grouped convolution (one group per run), which cuDNN
+  runs slowly (about 4x slower per env step on an H200, ``rl_hparams/README.md``) and the CPU slower still,
+  while the patch matrix product becomes one batched matmul. Stride 1 gathers the k*k shifted copies by
+  slicing (tiny on MinAtar's 10x10 frames); other strides use ``lax.conv_general_dilated_patches``, which has
+  no parameters, so vmapping it only grows its batch.
+  """
+
+  features: int
+  kernel: int = 3
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, c, f = self.kernel, x.shape[-1], self.features
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, c, f), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (f,), jnp.float32)
+    if self.stride == 1:
+      lo = (k - 1) // 2  # SAME padding, as nn.Conv (the extra row/column goes after for even k).
+      padded = jnp.pad(x, ((lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
+      h, w = x.shape[0], x.shape[1]
+      patches = jnp.stack([padded[i : i + h, j : j + w] for i in range(k) for j in range(k)], axis=2)
+      return patches.reshape(h, w, k * k * c) @ kernel.reshape(k * k * c, f) + bias
+    patches = jax.lax.conv_general_dilated_patches(
+      x[None], (k, k), (self.stride, self.stride), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+    )[0]  # Features ordered (C, kh, kw).
+    return patches @ jnp.transpose(kernel, (2, 0, 1, 3)).reshape(c * k * k, f) + bias

@@ -1,5 +1,6 @@
-"""Shapes and the dueling identity of `QNetwork`."""
+"""Shapes and the dueling identity of `QNetwork`; `MatmulConv` equals `nn.Conv`."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,3 +29,17 @@ def test_dueling_head_mean_advantage_is_zero():
   params = net.init(jax.random.key(1), obs)
   value = obs @ params['params']['value']['kernel'] + params['params']['value']['bias']
   np.testing.assert_allclose(jnp.mean(net.apply(params, obs)), value[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize('kernel, stride, size', [(3, 1, 10), (2, 1, 10), (8, 4, 84), (4, 2, 21), (3, 1, 11)])
+def test_matmul_conv_equals_flax_conv(kernel, stride, size):
+  x = jax.random.normal(jax.random.key(0), (size, size, 4))
+  conv = networks.MatmulConv(16, kernel, stride)
+  params = conv.init(jax.random.key(1), x)
+  flax_conv = nn.Conv(16, (kernel, kernel), strides=(stride, stride), padding='SAME')
+  out = conv.apply(params, x)
+  expected = flax_conv.apply(params, x)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+  # Same parameter shapes as nn.Conv, so checkpoints and parameter counts are interchangeable.
+  flax_params = flax_conv.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, flax_params)

@@ -1,8 +1,8 @@
 """The `gpu` experiment of "On the consistency of hyper-parameter selection in value-based deep RL"
 (Obando-Ceron, Araújo, Courville & Castro, arXiv 2406.17523) on MinAtar.
 
-DER and DrQ(eps) (common.rl.dqn presets: Dopamine's Atari 100k agents, DER without noisy nets) with the MinAtar
-Q-network (rl_hparams.networks), swept one hyper-parameter at a time around each agent's defaults: 10
+DER and DrQ(eps) (common.rl.dqn presets: Dopamine's Atari 100k agents, DER without noisy nets) with the
+MinAtar Q-network (rl_hparams.networks), swept one hyper-parameter at a time around each agent's defaults: 10
 hyper-parameters x 4 values (rl_hparams.schema grids), 3 seeds, on Breakout, Asterix and SpaceInvaders; the
 low data regime (100k env steps) for both agents and the high regime (500k env steps) for DER. Each (agent,
 regime, game) is one vmapped program of 31 settings x 3 seeds = 93 runs.
