@@ -3,7 +3,10 @@
 * `replay`: a fixed-capacity circular replay buffer that is a pytree (uniform or prioritized sampling, n-step
   windows that stop at the write head).
 * `targets`: n-step returns, double-DQN targets, Huber/MSE TD losses, the C51 projection.
-* `networks`: `QNetwork`, a plain/dueling/distributional head over any torso.
+* `networks`: `QNetwork`, a plain/dueling/distributional head over any torso; `MatmulConv`, `nn.Conv` as a
+  patch matmul (a vmapped `nn.Conv` becomes a slow grouped convolution).
+* `atari`: Atari 2600 games (ale-py, the `atari` extra) behind the gymnax API with the Atari 100k protocol,
+  the emulators on the host behind one `pure_callback` per vector step; human/random score tables.
 * `dqn`: `make_train(env, env_params, network, Config) -> Agent` (`init`, `run_chunk`, `train`, `evaluate`):
   DQN, DER and DrQ(eps) as one jitted, scanned loop whose numeric hyper-parameters (`HParams`) are traced, so
   `jax.jit(jax.vmap(agent.train))` runs seeds and sweeps in one program.
@@ -13,7 +16,7 @@ Submodules are imported on first use (`from common.rl import dqn`).
 
 import importlib
 
-__all__ = ['dqn', 'networks', 'replay', 'targets']
+__all__ = ['atari', 'dqn', 'networks', 'replay', 'targets']
 
 
 def __getattr__(name):
