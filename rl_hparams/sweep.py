@@ -487,6 +487,8 @@ def csv_rows(
       if run['values'][name] != value:
         continue  # A run of another program (network) with the same id cannot happen; defensive.
       for seed, score in enumerate(run['scores']):
+        if not math.isfinite(score):  # No evaluation episode ended: no score (counted by `unscored_runs`).
+          continue
         rows.append(
           {
             'agent': agent,
@@ -501,3 +503,14 @@ def csv_rows(
           }
         )
   return rows
+
+
+def unscored_runs(finished: Sequence[dict]) -> List[str]:
+  """'program/run_id/seed' of every run whose evaluation finished no episode (its score is NaN and it has no
+  row in the CSV): raise `eval_iterations` so every evaluation episode ends."""
+  out = []
+  for prog in finished:
+    base = f'{prog["agent"]}/{prog["regime"]}/{prog["game"]}/{prog["program"]}'
+    for rid, run in prog['runs'].items():
+      out += [f'{base}/{rid}/{seed}' for seed, s in enumerate(run['scores']) if not math.isfinite(s)]
+  return out

@@ -116,6 +116,18 @@ def build_claims(
   claims.append(
     results.Claim('check: losses finite', 'finite', finite, finite, '', 'every chunk of every run')
   )
+  unscored = sweep.unscored_runs(finished)
+  claims.append(
+    results.Claim(
+      'check: every run scored',
+      'every evaluation ends an episode',
+      len(unscored),
+      not unscored,
+      'runs without a score',
+      'runs whose evaluation ended no episode have no CSV row; raise eval_iterations'
+      + (f' (first: {unscored[0]})' if unscored else ''),
+    )
+  )
   return claims
 
 

@@ -55,6 +55,7 @@ def get_config(arg=None):
     c.buffer_capacity = 1_000
     c.log_every = 500
     c.checkpoint_every = 0
+    c.num_seeds = 1
     c.eval_envs = 2
-    c.eval_iterations = 200
+    c.eval_iterations = 1_500  # A Pong game of a barely trained agent lasts about 1000 agent steps.
   return c
