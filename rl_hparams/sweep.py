@@ -44,27 +44,12 @@ from common import metrics as metrics_lib
 from common import results
 from common.errors import ConfigError
 from common.rl import dqn
+from common.rl import minatar
 from rl_hparams import networks
 from rl_hparams import schema
 
 RUNS_FILE = 'runs.json'
 RANDOM_DIR = 'random'
-MINATAR_GAMES = (
-  'Asterix-MinAtar',
-  'Breakout-MinAtar',
-  'Freeway-MinAtar',
-  'Seaquest-MinAtar',
-  'SpaceInvaders-MinAtar',
-)
-MIN_EVAL_ITERATIONS = 1000
-"""gymnax truncates MinAtar episodes at 1000 steps, so this many vector steps end an episode in every env."""
-
-
-def short_name(game: str) -> str:
-  """'Breakout-MinAtar' -> 'Breakout' (the key of `config.max_reference`)."""
-  return game.split('-')[0]
-
-
 # --------------------------------------------------------------------------- #
 # The plan.
 # --------------------------------------------------------------------------- #
@@ -146,17 +131,17 @@ def plan(config) -> Tuple[List[Program], Dict[Tuple[str, str], Dict[Tuple[str, A
 
 def validate(config) -> None:
   """Every check that needs no compilation."""
+  if jax.process_count() > 1:
+    raise ConfigError(
+      'the sweep runs on one host (all its local GPUs in parallel): launch one process, not a multi-host job'
+    )
   if config.env not in ('minatar', 'atari'):
     raise ConfigError(f'config.env must be "minatar" or "atari", got {config.env!r}')
   games = list(config.games)
   if not games or len(set(games)) != len(games):
     raise ConfigError(f'config.games must be non-empty and distinct, got {games}')
   if config.env == 'minatar':
-    for game in games:
-      if game not in MINATAR_GAMES:
-        raise ConfigError(f'unknown MinAtar game {game!r}: choose from {", ".join(MINATAR_GAMES)}')
-      if short_name(game) not in config.max_reference:
-        raise ConfigError(f'config.max_reference has no entry {short_name(game)!r} for {game}; add one')
+    minatar.check_games(games, config.max_reference)
   if not isinstance(config.num_seeds, int) or config.num_seeds < 1:
     raise ConfigError(f'num_seeds must be an integer >= 1, got {config.num_seeds}')
   e = config.num_envs
@@ -167,8 +152,10 @@ def validate(config) -> None:
     raise ConfigError(f'log_every ({config.log_every}) must be a multiple of num_envs ({e})')
   if config.checkpoint_every and config.checkpoint_every % config.log_every:
     raise ConfigError(f'checkpoint_every ({config.checkpoint_every}) must be 0 or a multiple of log_every')
-  if config.env == 'minatar' and config.eval_iterations < MIN_EVAL_ITERATIONS:
-    raise ConfigError(f'eval_iterations must be >= {MIN_EVAL_ITERATIONS} so every MinAtar episode ends')
+  if config.env == 'minatar' and config.eval_iterations < minatar.MIN_EVAL_ITERATIONS:
+    raise ConfigError(
+      f'eval_iterations must be >= {minatar.MIN_EVAL_ITERATIONS} so every MinAtar episode ends'
+    )
   programs, _ = plan(config)
   for p in programs[:: max(1, len(programs) // 8)] + programs[-1:]:
     dqn.check_hparams(agent_config(config, p), stacked_hparams(config, p))
@@ -475,7 +462,7 @@ def csv_rows(
   for prog in finished:
     agent, regime, game = prog['agent'], prog['regime'], prog['game']
     if config.env == 'minatar':
-      low, high = randoms[game], float(config.max_reference[short_name(game)])
+      low, high = randoms[game], float(config.max_reference[minatar.short_name(game)])
     else:
       from common.rl import atari  # noqa: PLC0415
 

@@ -34,30 +34,15 @@ from common import results
 from common import stats
 from common.errors import ConfigError
 from common.rl import dqn
+from common.rl import minatar
 from common.rl import replay
 from rl_softmoe import encoder
 from rl_softmoe import softmoe
 
-SUPPORTED_GAMES = (
-  'Asterix-MinAtar',
-  'Breakout-MinAtar',
-  'Freeway-MinAtar',
-  'Seaquest-MinAtar',
-  'SpaceInvaders-MinAtar',
-)
-"""gymnax's MinAtar environments (gymnax 1.0)."""
-
-MIN_EVAL_ITERATIONS = 1000
-"""gymnax truncates MinAtar episodes at 1000 steps, so this many vector steps end an episode in every env."""
-
 EVAL_FILE = 'eval.json'
 RANDOM_FILE = 'random.json'
 CLAIM_VARIANTS = ('V1', 'V2', 'V3', 'V4')
-
-
-def short_name(game: str) -> str:
-  """'Breakout-MinAtar' -> 'Breakout' (the key of `config.max_reference`)."""
-  return game.split('-')[0]
+short_name = minatar.short_name
 
 
 def variant_id(variant: str) -> str:
@@ -107,16 +92,7 @@ def hparams(config) -> dqn.HParams:
 
 def validate(config) -> None:
   """Every check that needs no compilation: games, variants, sizes, hyper-parameters."""
-  games = list(config.games)
-  if not games:
-    raise ConfigError('config.games is empty; give at least one of ' + ', '.join(SUPPORTED_GAMES))
-  for game in games:
-    if game not in SUPPORTED_GAMES:
-      raise ConfigError(f'unknown game {game!r}: choose from {", ".join(SUPPORTED_GAMES)}')
-    if short_name(game) not in config.max_reference:
-      raise ConfigError(f'config.max_reference has no entry {short_name(game)!r} for {game}; add one')
-  if len(set(games)) != len(games):
-    raise ConfigError(f'config.games repeats a game: {games}')
+  minatar.check_games(config.games, config.max_reference)
   ids = [variant_id(v) for v in config.variants]
   if not ids or len(set(ids)) != len(ids):
     raise ConfigError(f'config.variants must be non-empty and distinct, got {list(config.variants)}')
@@ -129,9 +105,9 @@ def validate(config) -> None:
   _multiple(config, 'log_every', config.num_envs, 'num_envs')
   _multiple(config, 'total_env_steps', config.log_every, 'log_every')
   _multiple(config, 'checkpoint_every', config.log_every, 'log_every')
-  if config.eval_iterations < MIN_EVAL_ITERATIONS:
+  if config.eval_iterations < minatar.MIN_EVAL_ITERATIONS:
     raise ConfigError(
-      f'eval_iterations must be >= {MIN_EVAL_ITERATIONS} so every env ends an episode, got '
+      f'eval_iterations must be >= {minatar.MIN_EVAL_ITERATIONS} so every env ends an episode, got '
       f'{config.eval_iterations}'
     )
   dqn.check_hparams(agent_config(config), hparams(config))

@@ -69,8 +69,8 @@ def test_rerun_skips_finished_sub_runs(smoke_run, monkeypatch):
 @pytest.mark.parametrize(
   'overrides, match',
   [
-    ({'games': ('Pong-MinAtar',)}, 'unknown game'),
-    ({'games': ('Breakout-MinAtar', 'breakout')}, 'unknown game'),
+    ({'games': ('Pong-MinAtar',)}, 'unknown MinAtar game'),
+    ({'games': ('Breakout-MinAtar', 'breakout')}, 'unknown MinAtar game'),
     ({'variants': ('V0', 'V9')}, 'unknown variant'),
     ({'log_every': 300}, 'log_every'),
     ({'eval_iterations': 10}, 'eval_iterations'),

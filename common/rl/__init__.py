@@ -5,6 +5,7 @@
 * `targets`: n-step returns, double-DQN targets, Huber/MSE TD losses, the C51 projection.
 * `networks`: `QNetwork`, a plain/dueling/distributional head over any torso; `MatmulConv`, `nn.Conv` as a
   patch matmul (a vmapped `nn.Conv` becomes a slow grouped convolution).
+* `minatar`: the gymnax MinAtar game names, their short names and the evaluation length they need.
 * `atari`: Atari 2600 games (ale-py, the `atari` extra) behind the gymnax API with the Atari 100k protocol,
   the emulators on the host behind one `pure_callback` per vector step; human/random score tables.
 * `dqn`: `make_train(env, env_params, network, Config) -> Agent` (`init`, `run_chunk`, `train`, `evaluate`):
@@ -16,7 +17,7 @@ Submodules are imported on first use (`from common.rl import dqn`).
 
 import importlib
 
-__all__ = ['atari', 'dqn', 'networks', 'replay', 'targets']
+__all__ = ['atari', 'dqn', 'minatar', 'networks', 'replay', 'targets']
 
 
 def __getattr__(name):
