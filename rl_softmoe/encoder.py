@@ -1,9 +1,10 @@
-"""The MinAtar value network of the experiment: conv encoder -> penultimate variant, as a `QNetwork` torso.
+"""The value network of the experiments: conv encoder -> penultimate variant, as a `QNetwork` torso.
 
 Research note §5 (``../shared/research/rl_value_based.md``): ``Conv(16, 3x3, SAME) -> ReLU`` repeated
 ``num_layers`` times (2 in the note; the MinAtar DQN baseline has one 3x3 conv, VALID there), giving a
 ``[10, 10, 16]`` feature map on MinAtar's 10x10 frames, then one of :data:`rl_softmoe.softmoe.VARIANTS`
 (flatten -> Dense(H), or tokens -> SoftMoE) and the linear Q head of :class:`common.rl.networks.QNetwork`.
+On 84x84 Atari frames the encoder is Dopamine's Nature CNN (``encoder='nature'``, an 11x11x64 map).
 
 The agents of :mod:`common.rl.dqn` apply the network to ONE observation; the torso adds and removes the
 batch axis the penultimate layer expects, so tokens of different samples never mix.
@@ -22,27 +23,43 @@ from common.rl import networks
 from rl_softmoe import softmoe
 
 
+NATURE_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+"""Dopamine's Nature CNN for 84x84 Atari frames: (features, kernel, stride), SAME padding, so the feature
+map is 11x11x64 (research note §6 item 7), 121 PerConv tokens."""
+
+
+def encoder_layers(name: str, conv_features: int = 16, conv_layers: int = 2):
+  """The conv layers ((features, kernel, stride), ...) of encoder ``name``: 'minatar' (``conv_layers`` x
+  Conv(``conv_features``, 3x3)) or 'nature'."""
+  if name == 'minatar':
+    if conv_layers < 1 or conv_features < 1:
+      raise ConfigError(f'conv_layers and conv_features must be >= 1, got {conv_layers}, {conv_features}')
+    return ((conv_features, 3, 1),) * conv_layers
+  if name == 'nature':
+    return NATURE_LAYERS
+  raise ConfigError(f'unknown encoder {name!r}: choose "minatar" or "nature"')
+
+
 class ConvEncoder(nn.Module):
-  """``num_layers`` x (Conv(``features``, ``kernel`` x ``kernel``, SAME) -> ReLU) on one ``[H, W, C]`` frame.
+  """(Conv(features, kernel x kernel, stride, SAME) -> ReLU) per layer, on one ``[H, W, C]`` frame (uint8
+  Atari pixels are scaled to [0, 1]).
 
   Attributes:
-    features: Output channels of every conv layer.
-    num_layers: Number of conv layers.
-    kernel: Square kernel size.
+    layers: ``(features, kernel, stride)`` per conv layer.
   """
 
-  features: int = 16
-  num_layers: int = 2
-  kernel: int = 3
+  layers: Sequence[Tuple[int, int, int]] = ((16, 3, 1), (16, 3, 1))
 
   @nn.compact
   def __call__(self, obs: jax.Array) -> jax.Array:
-    """``[H, W, C]`` -> ``[H, W, features]``."""
+    """``[H, W, C]`` -> ``[h, w, features]``."""
     x = obs.astype(jnp.float32)
-    for i in range(self.num_layers):
+    if obs.dtype == jnp.uint8:
+      x = x / 255.0
+    for i, (features, kernel, stride) in enumerate(self.layers):
       # nn.Conv's function and parameters, as a patch matmul: vmapped over seeds, nn.Conv would become a
       # grouped convolution, about 4x slower on an H200 (rl_hparams/README.md, Throughput).
-      x = networks.MatmulConv(self.features, self.kernel, name=f'conv{i}')(x)
+      x = networks.MatmulConv(features, kernel, stride, name=f'conv{i}')(x)
       x = nn.relu(x)
     return x
 
@@ -64,11 +81,14 @@ class Torso(nn.Module):
     return self.penultimate(features[None])[0]
 
 
-def feature_shape(obs_shape: Sequence[int], features: int = 16) -> Tuple[int, int, int]:
-  """The encoder's per-sample feature map for frames of ``obs_shape`` (SAME padding keeps ``H, W``)."""
+def feature_shape(obs_shape: Sequence[int], layers) -> Tuple[int, int, int]:
+  """The encoder's per-sample feature map for frames ``obs_shape`` (SAME padding: ``ceil(H / stride)``)."""
   if len(obs_shape) != 3:
-    raise ConfigError(f'the MinAtar encoder needs [H, W, C] observations, got shape {tuple(obs_shape)}')
-  return (int(obs_shape[0]), int(obs_shape[1]), int(features))
+    raise ConfigError(f'the conv encoder needs [H, W, C] observations, got shape {tuple(obs_shape)}')
+  h, w = int(obs_shape[0]), int(obs_shape[1])
+  for _, _, stride in layers:
+    h, w = -(-h // stride), -(-w // stride)
+  return (h, w, int(layers[-1][0]))
 
 
 def make_network(
@@ -76,6 +96,7 @@ def make_network(
   obs_shape: Sequence[int],
   num_actions: int,
   *,
+  encoder: str = 'minatar',
   conv_features: int = 16,
   conv_layers: int = 2,
   hidden: int = 128,
@@ -86,11 +107,10 @@ def make_network(
 
   The variant is checked against the encoder's feature map here (pure Python, before any tracing).
   """
-  if conv_layers < 1 or conv_features < 1:
-    raise ConfigError(f'conv_layers and conv_features must be >= 1, got {conv_layers}, {conv_features}')
-  shape = feature_shape(obs_shape, conv_features)
+  layers = encoder_layers(encoder, conv_features, conv_layers)
+  shape = feature_shape(obs_shape, layers)
   pen = softmoe.penultimate(
     variant, hidden=hidden, scale=scale, feature_shape=shape, **dict(penultimate_options or {})
   )
-  torso = Torso(encoder=ConvEncoder(features=conv_features, num_layers=conv_layers), penultimate=pen)
+  torso = Torso(encoder=ConvEncoder(layers=layers), penultimate=pen)
   return networks.QNetwork(torso=torso, num_actions=num_actions)

@@ -17,6 +17,7 @@ smoke checks (finite losses, replay wrap, target syncs).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -90,22 +91,37 @@ def hparams(config) -> dqn.HParams:
   )
 
 
+FRAME_SHAPES = {'minatar': (10, 10, 1), 'atari': (84, 84, 4)}
+"""Frame height and width per environment family (the channels do not change the feature map's size)."""
+
+
 def validate(config) -> None:
   """Every check that needs no compilation: games, variants, sizes, hyper-parameters."""
-  minatar.check_games(config.games, config.max_reference)
+  if config.env not in FRAME_SHAPES:
+    raise ConfigError(f'config.env must be "minatar" or "atari", got {config.env!r}')
+  if config.env == 'minatar':
+    minatar.check_games(config.games, config.max_reference)
+  else:
+    from common.rl import atari
+
+    for game in config.games:
+      if game not in atari.HUMAN_SCORES:
+        raise ConfigError(
+          f'no human score for Atari game {game!r}: choose from {", ".join(atari.HUMAN_SCORES)}'
+        )
   ids = [variant_id(v) for v in config.variants]
   if not ids or len(set(ids)) != len(ids):
     raise ConfigError(f'config.variants must be non-empty and distinct, got {list(config.variants)}')
+  layers = encoder.encoder_layers(config.encoder, config.conv_features, config.conv_layers)
+  shape = encoder.feature_shape(FRAME_SHAPES[config.env], layers)
   for v in config.variants:
-    softmoe.penultimate(
-      v, hidden=config.hidden, scale=config.scale, feature_shape=(10, 10, config.conv_features)
-    )
+    softmoe.penultimate(v, hidden=config.hidden, scale=config.scale, feature_shape=shape)
   if not isinstance(config.num_seeds, int) or config.num_seeds < 1:
     raise ConfigError(f'num_seeds must be an integer >= 1, got {config.num_seeds}')
   _multiple(config, 'log_every', config.num_envs, 'num_envs')
   _multiple(config, 'total_env_steps', config.log_every, 'log_every')
   _multiple(config, 'checkpoint_every', config.log_every, 'log_every')
-  if config.eval_iterations < minatar.MIN_EVAL_ITERATIONS:
+  if config.env == 'minatar' and config.eval_iterations < minatar.MIN_EVAL_ITERATIONS:
     raise ConfigError(
       f'eval_iterations must be >= {minatar.MIN_EVAL_ITERATIONS} so every env ends an episode, got '
       f'{config.eval_iterations}'
@@ -122,15 +138,14 @@ class Programs:
   """The jitted, seed-vmapped programs of one (game, variant)."""
 
   def __init__(self, config, game: str, variant: str):
-    import gymnax
-
-    env, env_params = gymnax.make(game)
+    env, env_params = make_env(config, game)
     obs_shape = env.observation_space(env_params).shape
     num_actions = int(env.action_space(env_params).n)
     self.network = encoder.make_network(
       variant,
       obs_shape,
       num_actions,
+      encoder=config.encoder,
       conv_features=config.conv_features,
       conv_layers=config.conv_layers,
       hidden=config.hidden,
@@ -140,6 +155,13 @@ class Programs:
     self.init = jax.jit(jax.vmap(self.agent.init))
     self.eval_iterations = int(config.eval_iterations)
     agent, n = self.agent, self.eval_iterations
+    if config.env == 'atari':  # Whole games, raw rewards: the score the Atari 100k papers report.
+      eval_env, eval_params = make_env(config, game, evaluation=True)
+      e = config.eval_envs
+      sizes = dict(num_envs=e, total_env_steps=e, buffer_capacity=e, max_updates_per_step=1)
+      agent = dqn.make_train(
+        eval_env, eval_params, self.network, dataclasses.replace(agent_config(config), **sizes)
+      )
     self.evaluate = jax.jit(jax.vmap(lambda state, hp, rng: agent.evaluate(state, hp, n, rng)))
     self._chunks = {}
 
@@ -148,6 +170,20 @@ class Programs:
       fn = functools.partial(self.agent.run_chunk, num_iterations=num_iterations)
       self._chunks[num_iterations] = jax.jit(jax.vmap(fn), donate_argnums=0)
     return self._chunks[num_iterations](state, hp)
+
+
+def make_env(config, game: str, evaluation: bool = False):
+  """gymnax's MinAtar game, or an ale-py Atari game (`common.rl.atari`; for evaluation: whole games, raw
+  rewards)."""
+  if config.env == 'minatar':
+    import gymnax
+
+    return gymnax.make(game)
+  from common.rl import atari
+
+  if evaluation:
+    return atari.make(game, terminal_on_life_loss=False, clip_rewards=False)
+  return atari.make(game)
 
 
 def seed_keys(config, game_index: int, purpose: int) -> jax.Array:
@@ -286,6 +322,16 @@ def run_one(config, workdir: str, game: str, game_index: int, variant: str, prog
 # --------------------------------------------------------------------------- #
 # Aggregation and claims (pure NumPy: tested on hand-made numbers).
 # --------------------------------------------------------------------------- #
+
+
+def reference_scores(config, game: str, measured_random: float):
+  """(random, reference) of the normalisation: MinAtar uses the random policy measured in the run and
+  `config.max_reference`; Atari the published random and human scores (human-normalised score)."""
+  if config.env == 'atari':
+    from common.rl import atari
+
+    return float(atari.RANDOM_SCORES[game]), float(atari.HUMAN_SCORES[game])
+  return measured_random, float(config.max_reference[short_name(game)])
 
 
 def normalise(raw: np.ndarray, random: float, reference: float) -> np.ndarray:
@@ -495,10 +541,7 @@ def train_and_evaluate(config, workdir: str):
   ids = [variant_id(v) for v in config.variants]
   scores = {
     vid: np.stack(
-      [
-        normalise(evals[g][vid]['returns'], randoms[g], config.max_reference[short_name(g)])
-        for g in config.games
-      ],
+      [normalise(evals[g][vid]['returns'], *reference_scores(config, g, randoms[g])) for g in config.games],
       axis=1,
     )
     for vid in ids

@@ -176,3 +176,21 @@ def test_interrupted_sub_run_resumes_to_the_uninterrupted_result(smoke_run, tmp_
   assert resumed['returns'] == full['returns']
   assert resumed['updates'] == full['updates']
   assert resumed_rows == full_rows
+
+
+def test_nature_encoder_for_atari_frames():
+  """84x84 Atari frames through the Nature CNN: an 11x11x64 map (SAME padding, Dopamine's), 121 PerConv tokens
+  for SoftMoE, uint8 pixels scaled to [0, 1]."""
+  import jax
+  import jax.numpy as jnp
+
+  from rl_softmoe import encoder
+
+  assert encoder.feature_shape((84, 84, 4), encoder.NATURE_LAYERS) == (11, 11, 64)
+  net = encoder.make_network('V2', (84, 84, 4), 6, encoder='nature', hidden=8, scale=2)
+  frame = jnp.full((84, 84, 4), 255, jnp.uint8)
+  params = net.init(jax.random.key(0), frame)
+  q = net.apply(params, frame)
+  assert q.shape == (6,) and bool(jnp.all(jnp.isfinite(q)))
+  with pytest.raises(ConfigError, match='unknown encoder'):
+    encoder.make_network('V0', (84, 84, 4), 6, encoder='impala')

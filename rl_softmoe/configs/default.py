@@ -37,9 +37,11 @@ def get_config(arg=None):
   c.experiment = 'minatar_penultimate_variants'
   c.seed = 0
   c.num_seeds = 8
+  c.env = 'minatar'  # or 'atari' (ale-py, configs/atari100k.py)
   c.games = ('Breakout-MinAtar', 'Asterix-MinAtar', 'SpaceInvaders-MinAtar')
   c.variants = ('V0', 'V1', 'V2', 'V3', 'V4')
-  # Network: encoder and penultimate layer.
+  # Network: encoder ('minatar': conv_layers x Conv(conv_features, 3x3); 'nature': Nature CNN) and penultimate.
+  c.encoder = 'minatar'
   c.conv_features = 16
   c.conv_layers = 2
   c.hidden = 128  # H.
@@ -64,6 +66,7 @@ def get_config(arg=None):
   # Loop, evaluation and results.
   c.log_every = 5_000  # Env steps per chunk (one metrics row, one possible checkpoint).
   c.checkpoint_every = 50_000  # Env steps; a multiple of log_every.
+  c.eval_envs = 4  # Atari only: parallel games of the final evaluation (MinAtar evaluates on num_envs envs).
   c.eval_iterations = 1_000  # Vector steps of the final evaluation (>= 1000: every env ends an episode).
   c.max_reference = ml_collections.ConfigDict(
     {'Breakout': 15.0, 'Asterix': 20.0, 'SpaceInvaders': 80.0, 'Freeway': 60.0, 'Seaquest': 20.0}

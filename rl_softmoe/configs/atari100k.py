@@ -1,0 +1,68 @@
+"""The same comparison on real Atari 100k games (ale-py, the `atari` extra): DQN-style agent with the
+Nature CNN (11x11x64 feature map, 121 PerConv tokens) and each penultimate variant V0-V4.
+
+    pip install -e '.[all]'
+    python -m rl_softmoe.main --config=rl_softmoe/configs/atari100k.py --workdir=runs/rl_softmoe/atari100k
+    python -m rl_softmoe.main --config=rl_softmoe/configs/atari100k.py:smoke --workdir=/tmp/rs_atari   # CPU
+
+Protocol (common.rl.atari; research note rl_value_based.md §6 items 13-15): 100k agent steps (400k frames),
+one environment, sticky actions off, life loss terminal for training, rewards clipped for learning; the final
+evaluation plays whole games with raw rewards (10 parallel games, up to 27k agent steps each) and scores are
+human-normalised. Agent: scalar double DQN with Dopamine's Atari 100k schedule (update every step, target
+every 2000, epsilon 1 -> 0.01 over 2000 steps after 1600, Adam 1e-4 / eps 1.5e-4), 1-step targets, Huber
+loss. The paper's Atari 100k results use DER (C51, n-step 10, noisy nets): this config is the DQN form of the
+comparison. Not run yet; budget (an estimate): 5 games x 5 variants programs of 100k sequential updates,
+each ~1-2 ms on an H100 for 5 vmapped seeds, plus the host emulators (about 1k env steps/s per core).
+"""
+
+import ml_collections
+
+from common import config as config_lib
+from rl_softmoe.configs import default
+
+ATARI_GAMES = ('Pong', 'Breakout', 'Boxing', 'Freeway', 'MsPacman')
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, smoke=False, seeds=0, steps=0)
+  c = default.get_config()
+  c.experiment = 'atari100k_penultimate_variants'
+  c.env = 'atari'
+  c.encoder = 'nature'
+  c.games = ATARI_GAMES
+  c.num_seeds = 5
+  c.hidden = 512
+  c.num_envs = 1
+  c.total_env_steps = 100_000
+  c.buffer_capacity = 100_000
+  c.learning_rate = 1e-4
+  c.adam_eps = 1.5e-4
+  c.eps_decay_steps = 2_000
+  c.learning_starts = 1_600
+  c.update_period = 1
+  c.target_update_period = 2_000
+  c.log_every = 10_000
+  c.checkpoint_every = 50_000
+  c.eval_envs = 10
+  c.eval_iterations = 27_000  # One whole game per evaluation env (games are cut at 27k agent steps).
+  c.max_reference = ml_collections.ConfigDict()  # Atari uses the human scores (common.rl.atari).
+  if arg.smoke:
+    c.games = ('Pong',)
+    c.variants = ('V0', 'V2')
+    c.num_seeds = 1
+    c.hidden = 32
+    c.total_env_steps = 600
+    c.buffer_capacity = 300  # Wraps (checked).
+    c.learning_starts = 100
+    c.eps_decay_steps = 200
+    c.target_update_period = 200
+    c.batch_size = 4
+    c.log_every = 300
+    c.checkpoint_every = 300
+    c.eval_envs = 2
+    c.eval_iterations = 1_500  # A barely trained agent's Pong game lasts about 1000 agent steps.
+  if arg.seeds:
+    c.num_seeds = arg.seeds
+  if arg.steps:
+    c.total_env_steps = arg.steps
+  return c
