@@ -76,7 +76,6 @@ class Torso(nn.Module):
     return x
 
 
-NATURE_CNN = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
 MINATAR_CNN = ((16, 3, 1),)
 
 
@@ -103,7 +102,7 @@ def make_network(
     raise ConfigError(f'width and depth must be >= 1, got {width} and {depth}')
   if conv_impl not in ('matmul', 'xla'):
     raise ConfigError(f'conv_impl must be "matmul" or "xla", got {conv_impl!r}')
-  conv = MINATAR_CNN if max(obs_shape[:2]) <= 16 else NATURE_CNN
+  conv = MINATAR_CNN if max(obs_shape[:2]) <= 16 else networks.NATURE_CNN_LAYERS
   torso = Torso(
     conv=conv,
     width=width,

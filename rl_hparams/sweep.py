@@ -44,7 +44,7 @@ from common import metrics as metrics_lib
 from common import results
 from common.errors import ConfigError
 from common.rl import dqn
-from common.rl import minatar
+from common.rl import games as games_lib
 from rl_hparams import networks
 from rl_hparams import schema
 
@@ -135,13 +135,7 @@ def validate(config) -> None:
     raise ConfigError(
       'the sweep runs on one host (all its local GPUs in parallel): launch one process, not a multi-host job'
     )
-  if config.env not in ('minatar', 'atari'):
-    raise ConfigError(f'config.env must be "minatar" or "atari", got {config.env!r}')
-  games = list(config.games)
-  if not games or len(set(games)) != len(games):
-    raise ConfigError(f'config.games must be non-empty and distinct, got {games}')
-  if config.env == 'minatar':
-    minatar.check_games(games, config.max_reference)
+  games_lib.check_games(config.env, config.games, config.max_reference)
   if not isinstance(config.num_seeds, int) or config.num_seeds < 1:
     raise ConfigError(f'num_seeds must be an integer >= 1, got {config.num_seeds}')
   e = config.num_envs
@@ -152,9 +146,9 @@ def validate(config) -> None:
     raise ConfigError(f'log_every ({config.log_every}) must be a multiple of num_envs ({e})')
   if config.checkpoint_every and config.checkpoint_every % config.log_every:
     raise ConfigError(f'checkpoint_every ({config.checkpoint_every}) must be 0 or a multiple of log_every')
-  if config.env == 'minatar' and config.eval_iterations < minatar.MIN_EVAL_ITERATIONS:
+  if config.env == 'minatar' and config.eval_iterations < games_lib.MIN_EVAL_ITERATIONS:
     raise ConfigError(
-      f'eval_iterations must be >= {minatar.MIN_EVAL_ITERATIONS} so every MinAtar episode ends'
+      f'eval_iterations must be >= {games_lib.MIN_EVAL_ITERATIONS} so every MinAtar episode ends'
     )
   programs, _ = plan(config)
   for p in programs[:: max(1, len(programs) // 8)] + programs[-1:]:
@@ -206,25 +200,11 @@ def stacked_hparams(config, program: Program) -> dqn.HParams:
   return dqn.stack([hp for hp in hps for _ in range(config.num_seeds)])
 
 
-def make_env(config, game: str, evaluation: bool = False):
-  """The game's environment; for Atari, the evaluation env plays whole games with raw rewards (the score the
-  Atari 100k papers report), the training env clips rewards and ends episodes at a life loss."""
-  if config.env == 'minatar':
-    import gymnax
-
-    return gymnax.make(game)
-  from common.rl import atari  # The `atari` extra (ale-py).
-
-  if evaluation:
-    return atari.make(game, terminal_on_life_loss=False, clip_rewards=False)
-  return atari.make(game)
-
-
 class Compiled:
   """The jitted, vmapped functions of one program."""
 
   def __init__(self, config, program: Program):
-    env, env_params = make_env(config, program.game)
+    env, env_params = games_lib.make(config.env, program.game)
     obs_shape = env.observation_space(env_params).shape
     num_actions = int(env.action_space(env_params).n)
     cfg = agent_config(config, program)
@@ -233,36 +213,15 @@ class Compiled:
     )
     self.agent = dqn.make_train(env, env_params, self.network, cfg)
     # Evaluation on `eval_envs` fresh environments with the trained parameters (same network).
-    e = config.eval_envs
-    eval_env, eval_params = make_env(config, program.game, evaluation=True)
-    self.eval_agent = dqn.make_train(
-      eval_env,
-      eval_params,
-      self.network,
-      dataclasses.replace(cfg, num_envs=e, total_env_steps=e, buffer_capacity=e, max_updates_per_step=1),
-    )
+    eval_env, eval_params = games_lib.make(config.env, program.game, evaluation=True)
+    evaluator = dqn.make_evaluator(eval_env, eval_params, self.network, cfg, config.eval_envs)
     self.init = jax.jit(jax.vmap(self.agent.init))
     n = int(config.eval_iterations)
-    evaluate = self.eval_agent.evaluate
-    self.evaluate = jax.jit(jax.vmap(lambda params, hp, rng: evaluate(_params_only(params), hp, n, rng)))
-    self._chunks: Dict[int, Callable] = {}
+    self.evaluate = jax.jit(jax.vmap(lambda state, hp, rng: evaluator.evaluate(state, hp, n, rng)))
+    self._run_chunk = dqn.vmapped_chunks(self.agent)
 
   def run_chunk(self, state, hp, num_iterations: int):
-    if num_iterations not in self._chunks:
-      fn = functools.partial(self.agent.run_chunk, num_iterations=num_iterations)
-      self._chunks[num_iterations] = jax.jit(jax.vmap(fn), donate_argnums=0)
-    return self._chunks[num_iterations](state, hp)
-
-
-class _ParamsOnly:
-  """What `Agent.evaluate` reads from a state: its parameters."""
-
-  def __init__(self, params):
-    self.params = params
-
-
-def _params_only(params):
-  return _ParamsOnly(params)
+    return self._run_chunk(state, hp, num_iterations)
 
 
 def seed_keys(config, program: Program, purpose: int) -> jax.Array:
@@ -283,7 +242,9 @@ def random_score(config, workdir: str, program: Program, compiled_fn: Callable[[
   hp = stacked_hparams(config, program)
   state = compiled.init(seed_keys(config, program, 0), hp)
   out = jax.device_get(
-    compiled.evaluate(state.params, hp.replace(eps_eval=hp.eps_eval * 0 + 1.0), seed_keys(config, program, 2))
+    compiled.evaluate(
+      state, hp.replace(eps_eval=jax.numpy.ones_like(hp.eps_eval)), seed_keys(config, program, 2)
+    )
   )
   value = float(np.mean(out['episode_return']))
   results.write_json(
@@ -347,7 +308,7 @@ def run_program(config, workdir: str, program: Program, compiled_fn: Callable[[]
         if config.checkpoint_every:
           ckpt.save(end, state, force=False)
       t0 = time.time()
-      out = jax.device_get(compiled.evaluate(state.params, hp, seed_keys(config, program, 1)))
+      out = jax.device_get(compiled.evaluate(state, hp, seed_keys(config, program, 1)))
       eval_seconds = time.time() - t0
   scores = np.asarray(out['episode_return'], np.float64).reshape(len(run_ids), config.num_seeds)
   updates = np.asarray(state.updates).reshape(len(run_ids), config.num_seeds)
@@ -462,11 +423,14 @@ def csv_rows(
   for prog in finished:
     agent, regime, game = prog['agent'], prog['regime'], prog['game']
     if config.env == 'minatar':
-      low, high = randoms[game], float(config.max_reference[minatar.short_name(game)])
-    else:
-      from common.rl import atari  # noqa: PLC0415
+      low, high = randoms[game], float(config.max_reference[games_lib.short_name(game)])
 
-      low, high = atari.RANDOM_SCORES[game], atari.HUMAN_SCORES[game]
+      def normalize(score, low=low, high=high):
+        return (score - low) / (high - low)
+    else:
+      from common.rl import atari
+
+      normalize = functools.partial(atari.human_normalized_score, game)
     for (name, value), rid in represents[(agent, regime)].items():
       if rid not in prog['runs']:
         continue
@@ -485,7 +449,7 @@ def csv_rows(
             'value': schema.format_value(value),
             'seed': seed,
             'score': float(score),
-            'normalized_score': (float(score) - low) / (high - low),
+            'normalized_score': normalize(float(score)),
             'run_id': rid,
           }
         )

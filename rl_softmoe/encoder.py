@@ -23,11 +23,6 @@ from common.rl import networks
 from rl_softmoe import softmoe
 
 
-NATURE_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
-"""Dopamine's Nature CNN for 84x84 Atari frames: (features, kernel, stride), SAME padding, so the feature
-map is 11x11x64 (research note §6 item 7), 121 PerConv tokens."""
-
-
 def encoder_layers(name: str, conv_features: int = 16, conv_layers: int = 2):
   """The conv layers ((features, kernel, stride), ...) of encoder ``name``: 'minatar' (``conv_layers`` x
   Conv(``conv_features``, 3x3)) or 'nature'."""
@@ -35,8 +30,8 @@ def encoder_layers(name: str, conv_features: int = 16, conv_layers: int = 2):
     if conv_layers < 1 or conv_features < 1:
       raise ConfigError(f'conv_layers and conv_features must be >= 1, got {conv_layers}, {conv_features}')
     return ((conv_features, 3, 1),) * conv_layers
-  if name == 'nature':
-    return NATURE_LAYERS
+  if name == 'nature':  # An 11x11x64 map on 84x84 frames: 121 PerConv tokens.
+    return networks.NATURE_CNN_LAYERS
   raise ConfigError(f'unknown encoder {name!r}: choose "minatar" or "nature"')
 
 

@@ -17,7 +17,6 @@ smoke checks (finite losses, replay wrap, target syncs).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -35,7 +34,7 @@ from common import results
 from common import stats
 from common.errors import ConfigError
 from common.rl import dqn
-from common.rl import minatar
+from common.rl import games
 from common.rl import replay
 from rl_softmoe import encoder
 from rl_softmoe import softmoe
@@ -43,7 +42,7 @@ from rl_softmoe import softmoe
 EVAL_FILE = 'eval.json'
 RANDOM_FILE = 'random.json'
 CLAIM_VARIANTS = ('V1', 'V2', 'V3', 'V4')
-short_name = minatar.short_name
+short_name = games.short_name
 
 
 def variant_id(variant: str) -> str:
@@ -97,18 +96,7 @@ FRAME_SHAPES = {'minatar': (10, 10, 1), 'atari': (84, 84, 4)}
 
 def validate(config) -> None:
   """Every check that needs no compilation: games, variants, sizes, hyper-parameters."""
-  if config.env not in FRAME_SHAPES:
-    raise ConfigError(f'config.env must be "minatar" or "atari", got {config.env!r}')
-  if config.env == 'minatar':
-    minatar.check_games(config.games, config.max_reference)
-  else:
-    from common.rl import atari
-
-    for game in config.games:
-      if game not in atari.HUMAN_SCORES:
-        raise ConfigError(
-          f'no human score for Atari game {game!r}: choose from {", ".join(atari.HUMAN_SCORES)}'
-        )
+  games.check_games(config.env, config.games, config.max_reference)
   ids = [variant_id(v) for v in config.variants]
   if not ids or len(set(ids)) != len(ids):
     raise ConfigError(f'config.variants must be non-empty and distinct, got {list(config.variants)}')
@@ -121,9 +109,9 @@ def validate(config) -> None:
   _multiple(config, 'log_every', config.num_envs, 'num_envs')
   _multiple(config, 'total_env_steps', config.log_every, 'log_every')
   _multiple(config, 'checkpoint_every', config.log_every, 'log_every')
-  if config.env == 'minatar' and config.eval_iterations < minatar.MIN_EVAL_ITERATIONS:
+  if config.env == 'minatar' and config.eval_iterations < games.MIN_EVAL_ITERATIONS:
     raise ConfigError(
-      f'eval_iterations must be >= {minatar.MIN_EVAL_ITERATIONS} so every env ends an episode, got '
+      f'eval_iterations must be >= {games.MIN_EVAL_ITERATIONS} so every env ends an episode, got '
       f'{config.eval_iterations}'
     )
   dqn.check_hparams(agent_config(config), hparams(config))
@@ -138,7 +126,7 @@ class Programs:
   """The jitted, seed-vmapped programs of one (game, variant)."""
 
   def __init__(self, config, game: str, variant: str):
-    env, env_params = make_env(config, game)
+    env, env_params = games.make(config.env, game)
     obs_shape = env.observation_space(env_params).shape
     num_actions = int(env.action_space(env_params).n)
     self.network = encoder.make_network(
@@ -156,34 +144,13 @@ class Programs:
     self.eval_iterations = int(config.eval_iterations)
     agent, n = self.agent, self.eval_iterations
     if config.env == 'atari':  # Whole games, raw rewards: the score the Atari 100k papers report.
-      eval_env, eval_params = make_env(config, game, evaluation=True)
-      e = config.eval_envs
-      sizes = dict(num_envs=e, total_env_steps=e, buffer_capacity=e, max_updates_per_step=1)
-      agent = dqn.make_train(
-        eval_env, eval_params, self.network, dataclasses.replace(agent_config(config), **sizes)
-      )
+      eval_env, eval_params = games.make(config.env, game, evaluation=True)
+      agent = dqn.make_evaluator(eval_env, eval_params, self.network, agent_config(config), config.eval_envs)
     self.evaluate = jax.jit(jax.vmap(lambda state, hp, rng: agent.evaluate(state, hp, n, rng)))
-    self._chunks = {}
+    self._run_chunk = dqn.vmapped_chunks(self.agent)
 
   def run_chunk(self, state, hp, num_iterations: int):
-    if num_iterations not in self._chunks:
-      fn = functools.partial(self.agent.run_chunk, num_iterations=num_iterations)
-      self._chunks[num_iterations] = jax.jit(jax.vmap(fn), donate_argnums=0)
-    return self._chunks[num_iterations](state, hp)
-
-
-def make_env(config, game: str, evaluation: bool = False):
-  """gymnax's MinAtar game, or an ale-py Atari game (`common.rl.atari`; for evaluation: whole games, raw
-  rewards)."""
-  if config.env == 'minatar':
-    import gymnax
-
-    return gymnax.make(game)
-  from common.rl import atari
-
-  if evaluation:
-    return atari.make(game, terminal_on_life_loss=False, clip_rewards=False)
-  return atari.make(game)
+    return self._run_chunk(state, hp, num_iterations)
 
 
 def seed_keys(config, game_index: int, purpose: int) -> jax.Array:
@@ -324,14 +291,14 @@ def run_one(config, workdir: str, game: str, game_index: int, variant: str, prog
 # --------------------------------------------------------------------------- #
 
 
-def reference_scores(config, game: str, measured_random: float):
-  """(random, reference) of the normalisation: MinAtar uses the random policy measured in the run and
-  `config.max_reference`; Atari the published random and human scores (human-normalised score)."""
+def normalised_scores(config, game: str, raw, measured_random: float) -> np.ndarray:
+  """MinAtar: `normalise` with the random policy measured in the run and `config.max_reference`; Atari: the
+  human-normalised score (published random and human scores)."""
   if config.env == 'atari':
     from common.rl import atari
 
-    return float(atari.RANDOM_SCORES[game]), float(atari.HUMAN_SCORES[game])
-  return measured_random, float(config.max_reference[short_name(game)])
+    return atari.human_normalized_score(game, np.asarray(raw, np.float64))
+  return normalise(raw, measured_random, float(config.max_reference[short_name(game)]))
 
 
 def normalise(raw: np.ndarray, random: float, reference: float) -> np.ndarray:
@@ -541,7 +508,7 @@ def train_and_evaluate(config, workdir: str):
   ids = [variant_id(v) for v in config.variants]
   scores = {
     vid: np.stack(
-      [normalise(evals[g][vid]['returns'], *reference_scores(config, g, randoms[g])) for g in config.games],
+      [normalised_scores(config, g, evals[g][vid]['returns'], randoms[g]) for g in config.games],
       axis=1,
     )
     for vid in ids

@@ -186,7 +186,7 @@ def test_nature_encoder_for_atari_frames():
 
   from rl_softmoe import encoder
 
-  assert encoder.feature_shape((84, 84, 4), encoder.NATURE_LAYERS) == (11, 11, 64)
+  assert encoder.feature_shape((84, 84, 4), encoder.encoder_layers('nature')) == (11, 11, 64)
   net = encoder.make_network('V2', (84, 84, 4), 6, encoder='nature', hidden=8, scale=2)
   frame = jnp.full((84, 84, 4), 255, jnp.uint8)
   params = net.init(jax.random.key(0), frame)

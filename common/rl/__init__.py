@@ -5,7 +5,8 @@
 * `targets`: n-step returns, double-DQN targets, Huber/MSE TD losses, the C51 projection.
 * `networks`: `QNetwork`, a plain/dueling/distributional head over any torso; `MatmulConv`, `nn.Conv` as a
   patch matmul (a vmapped `nn.Conv` becomes a slow grouped convolution).
-* `minatar`: the gymnax MinAtar game names, their short names and the evaluation length they need.
+* `games`: the game families (MinAtar via gymnax, Atari 100k via `atari`): checking a config's games and making
+  their envs (for Atari, a whole-game raw-reward evaluation env).
 * `atari`: Atari 2600 games (ale-py, the `atari` extra) behind the gymnax API with the Atari 100k protocol,
   the emulators on the host behind one `pure_callback` per vector step; human/random score tables.
 * `dqn`: `make_train(env, env_params, network, Config) -> Agent` (`init`, `run_chunk`, `train`, `evaluate`):
@@ -17,7 +18,7 @@ Submodules are imported on first use (`from common.rl import dqn`).
 
 import importlib
 
-__all__ = ['atari', 'dqn', 'minatar', 'networks', 'replay', 'targets']
+__all__ = ['atari', 'dqn', 'games', 'networks', 'replay', 'targets']
 
 
 def __getattr__(name):

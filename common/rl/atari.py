@@ -122,6 +122,7 @@ __all__ = [
   'HUMAN_SCORES',
   'RANDOM_SCORES',
   'area_resize',
+  'check_scored_game',
   'human_normalized_score',
   'make',
 ]
@@ -219,10 +220,15 @@ HUMAN_SCORES: Dict[str, float] = {
 }
 
 
-def human_normalized_score(game: str, score: Any) -> Any:
-  """`(score - random) / (human - random)` for one of the 26 Atari 100k games (raw game scores)."""
+def check_scored_game(game: str) -> None:
+  """ConfigError (with close matches) unless `game` is one of the 26 Atari 100k games of the score tables."""
   if game not in HUMAN_SCORES:
     raise ConfigError(_unknown_game_message(game, HUMAN_SCORES))
+
+
+def human_normalized_score(game: str, score: Any) -> Any:
+  """`(score - random) / (human - random)` for one of the 26 Atari 100k games (raw game scores)."""
+  check_scored_game(game)
   return (score - RANDOM_SCORES[game]) / (HUMAN_SCORES[game] - RANDOM_SCORES[game])
 
 

@@ -70,6 +70,7 @@ actions and `lax.switch` on a game index in the project).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
@@ -96,10 +97,12 @@ __all__ = [
   'dqn_preset',
   'drq_eps_preset',
   'epsilon',
+  'make_evaluator',
   'make_train',
   'random_shift',
   'stack',
   'summarize',
+  'vmapped_chunks',
 ]
 
 # Purposes of the keys derived from a run's loop key (fold_in constants), then folded with a step.
@@ -415,19 +418,13 @@ def _where_tree(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
   return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def summarize(per_iteration: Dict[str, jax.Array]) -> Dict[str, jax.Array]:
-  """Chunk summaries from per-iteration sums (leading axis = iterations).
+def summarize(total: Dict[str, jax.Array], env_steps: jax.Array, eps: jax.Array) -> Dict[str, jax.Array]:
+  """Chunk summaries from the chunk's per-iteration totals and its last `env_steps` and `epsilon`.
 
   Returns `env_steps` (at the end), `epsilon` (at the end), `episodes`, `episode_return` and
   `episode_length` (means over the episodes that finished in the chunk; NaN if none), `updates`, `loss`,
   `q_mean`, `grad_norm` (means over the updates; NaN if none), `target_syncs`.
   """
-  total = {k: jnp.sum(v, axis=0) for k, v in per_iteration.items()}
-  return _summary(total, per_iteration['env_steps'][-1], per_iteration['epsilon'][-1])
-
-
-def _summary(total: Dict[str, jax.Array], env_steps: jax.Array, eps: jax.Array) -> Dict[str, jax.Array]:
-  """`summarize` from the chunk's totals and its last `env_steps` and `epsilon`."""
   episodes = total['episodes']
   updates = total['updates']
 
@@ -759,7 +756,7 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
       return (s, {k: total[k] + m[k] for k in total}), (m['env_steps'], m['epsilon'])
 
     (state, total), (env_steps, eps) = jax.lax.scan(body, (state, zeros), None, length=num_iterations)
-    return state, _summary(total, env_steps[-1], eps[-1])
+    return state, summarize(total, env_steps[-1], eps[-1])
 
   def train(rng: jax.Array, hparams: HParams):
     state = init(rng, hparams)
@@ -853,3 +850,24 @@ def drq_eps_preset(**config_overrides: Any) -> Tuple[Config, HParams]:
   config, hparams = der_preset(num_atoms=1, prioritized=False, augment_pad=1)
   config = dataclasses.replace(config, **config_overrides)
   return config, hparams.replace(eps_decay_steps=5_000, target_update_period=1)
+
+
+def make_evaluator(env: Any, env_params: Any, network: nn.Module, config: Config, num_envs: int) -> Agent:
+  """An agent for `Agent.evaluate` only, on `num_envs` fresh environments (e.g. an evaluation env that plays
+  whole games with raw rewards): `config` sized for `num_envs` envs and never trained. Its `evaluate` takes
+  the state of an agent made from the same network."""
+  sizes = dict(num_envs=num_envs, total_env_steps=num_envs, buffer_capacity=num_envs, max_updates_per_step=1)
+  return make_train(env, env_params, network, dataclasses.replace(config, **sizes))
+
+
+def vmapped_chunks(agent: Agent) -> Callable[..., Tuple[TrainState, Dict[str, jax.Array]]]:
+  """`run(state, hparams, num_iterations)`: `agent.run_chunk` jitted and vmapped over a leading run axis
+  (seeds, sweep points), the state donated; one compiled program per chunk length."""
+
+  @functools.lru_cache(maxsize=None)
+  def compiled(num_iterations: int):
+    return jax.jit(
+      jax.vmap(functools.partial(agent.run_chunk, num_iterations=num_iterations)), donate_argnums=0
+    )
+
+  return lambda state, hparams, num_iterations: compiled(num_iterations)(state, hparams)

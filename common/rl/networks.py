@@ -15,7 +15,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ['MatmulConv', 'QNetwork']
+__all__ = ['NATURE_CNN_LAYERS', 'MatmulConv', 'QNetwork']
+
+NATURE_CNN_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+"""Dopamine's Nature CNN for 84x84 Atari frames, (features, kernel, stride) per layer; with SAME padding the
+feature map is 11x11x64 (research note rl_value_based.md §6 item 7)."""
 
 
 class QNetwork(nn.Module):
