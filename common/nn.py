@@ -64,11 +64,14 @@ with
 * ``kv_length`` (optional keyword, only passed when decoding): int scalar or
   ``[B]``; cache entries at positions ``>= kv_length`` are not yet written and
   must be ignored,
+* ``kv_start`` (optional keyword, only passed when the caller gives one, e.g.
+  left-padded batched generation): int ``[B]``; keys at positions
+  ``< kv_start[b]`` are padding of sequence ``b`` and must be ignored,
 
 and must return ``out`` of shape ``[B, T, N, D]`` in ``q.dtype``. The two
 decoding keywords are only passed by :class:`TransformerBlock` with
-``decode=True``, so functions that do not accept them keep working for
-training and scoring. :func:`softmax_attention` is the default implementation.
+``decode=True``, and ``kv_start`` only when given, so functions that do not
+accept them keep working for training and scoring. :func:`softmax_attention` is the default implementation.
 
 The attention "function" may also be a Flax ``nn.Module`` instance with the
 same call signature, e.g. an attention with learned parameters (the
@@ -431,12 +434,14 @@ def _position_mask(
   causal: bool,
   q_offset: Union[int, Array, None] = None,
   kv_length: Union[int, Array, None] = None,
+  kv_start: Optional[Array] = None,
 ) -> Array:
   """Boolean mask ``[B or 1, 1, T, S]`` from token positions (decoding against a cache).
 
   Query ``t`` sits at position ``q_offset + t`` (``q_offset``: int scalar or ``[B]``, default 0) and key
-  ``s`` at position ``s``. Key ``s`` is visible iff ``s <= q_offset + t`` (only if ``causal``) and
-  ``s < kv_length`` (only if ``kv_length`` is given; scalar or ``[B]``).
+  ``s`` at position ``s``. Key ``s`` is visible iff ``s <= q_offset + t`` (only if ``causal``),
+  ``s < kv_length`` (only if ``kv_length`` is given; scalar or ``[B]``) and ``s >= kv_start`` (only if
+  ``kv_start`` is given; ``[B]``: left padding).
   """
   off = (
     jnp.zeros((1,), jnp.int32) if q_offset is None else jnp.reshape(jnp.asarray(q_offset, jnp.int32), (-1,))
@@ -449,6 +454,9 @@ def _position_mask(
   if kv_length is not None:
     kvl = jnp.reshape(jnp.asarray(kv_length, jnp.int32), (-1,))
     vis = vis & (kpos < kvl[:, None, None])
+  if kv_start is not None:
+    kvs = jnp.reshape(jnp.asarray(kv_start, jnp.int32), (-1,))
+    vis = vis & (kpos >= kvs[:, None, None])
   return vis[:, None]
 
 
@@ -463,6 +471,7 @@ def softmax_attention(
   scale: Optional[float] = None,
   q_offset: Union[int, Array, None] = None,
   kv_length: Union[int, Array, None] = None,
+  kv_start: Optional[Array] = None,
 ) -> Array:
   """Scaled dot-product softmax attention (Vaswani et al., 2017) with GQA.
 
@@ -480,7 +489,8 @@ def softmax_attention(
   ``s <= q_offset + t`` (if ``causal``) and ``s < kv_length``. This builds an
   explicit mask and always runs the XLA path (whatever ``implementation``
   says): cuDNN's ``is_causal`` is top-left aligned and cannot express the
-  offset into the cache.
+  offset into the cache. ``kv_start`` (``[B]``, left-padded batches) hides
+  keys ``s < kv_start[b]`` of sequence ``b`` and takes the same path.
 
   Args:
     q: Queries ``[B, T, N, D]``.
@@ -497,6 +507,9 @@ def softmax_attention(
       against a cache; default 0.
     kv_length: Number of valid cache entries (int scalar or ``[B]``); keys at
       positions ``>= kv_length`` are ignored. Default: all ``S``.
+    kv_start: Optional int ``[B]``: keys at positions ``< kv_start[b]`` are
+      left padding of sequence ``b`` and are ignored. A query that sees no key
+      (a padding query) gets an arbitrary finite output.
 
   Returns:
     ``[B, T, N, D]`` attention output in ``q.dtype``.
@@ -505,8 +518,10 @@ def softmax_attention(
   mask = None
   if segment_ids is not None:
     mask = _segment_mask(segment_ids, k.shape[1])
-  if q_offset is not None or kv_length is not None:
-    pos_mask = _position_mask(q.shape[1], k.shape[1], causal=causal, q_offset=q_offset, kv_length=kv_length)
+  if q_offset is not None or kv_length is not None or kv_start is not None:
+    pos_mask = _position_mask(
+      q.shape[1], k.shape[1], causal=causal, q_offset=q_offset, kv_length=kv_length, kv_start=kv_start
+    )
     mask = pos_mask if mask is None else mask & pos_mask
     return jax.nn.dot_product_attention(
       q, k, v, mask=mask, scale=scale, is_causal=False, implementation='xla'
@@ -531,6 +546,7 @@ def softmax_attention_reference(
   scale: Optional[float] = None,
   q_offset: Union[int, Array, None] = None,
   kv_length: Union[int, Array, None] = None,
+  kv_start: Optional[Array] = None,
 ) -> Array:
   """Plain-``jnp`` ground truth for :func:`softmax_attention`.
 
@@ -550,6 +566,8 @@ def softmax_attention_reference(
     q_offset: Position of query 0 (int scalar or ``[B]``); default 0.
     kv_length: Keys at positions ``>= kv_length`` (int scalar or ``[B]``) are
       ignored; default: none.
+    kv_start: Keys at positions ``< kv_start`` (``[B]``) are ignored; default:
+      none.
 
   Returns:
     ``[B, T, N, D]`` attention output in ``q.dtype``.
@@ -564,13 +582,22 @@ def softmax_attention_reference(
   v32 = jnp.repeat(v.astype(jnp.float32), groups, axis=2)
   scale = (1.0 / np.sqrt(d)) if scale is None else scale
   logits = jnp.einsum('btnd,bsnd->bnts', q32, k32, precision=hi) * scale
-  mask = _position_mask(t, s, causal=causal, q_offset=q_offset, kv_length=kv_length)
+  mask = _position_mask(t, s, causal=causal, q_offset=q_offset, kv_length=kv_length, kv_start=kv_start)
   if segment_ids is not None:
     mask = mask & _segment_mask(segment_ids, s)
   logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1)
   out = jnp.einsum('bnts,bsnd->btnd', probs, v32, precision=hi)
   return out.astype(q.dtype)
+
+
+def _default_positions(index: Array, t: int, kv_start: Optional[Array]) -> Array:
+  """RoPE positions ``[1 or B, T]``: ``index + arange(T)``, minus ``kv_start`` (clipped at 0) if given."""
+  positions = index + jnp.arange(t, dtype=jnp.int32)[None, :]
+  if kv_start is None:
+    return positions
+  kvs = jnp.reshape(jnp.asarray(kv_start, jnp.int32), (-1, 1))
+  return jnp.maximum(positions - kvs, 0)
 
 
 class TransformerBlock(nn.Module):
@@ -623,6 +650,15 @@ class TransformerBlock(nn.Module):
   ``dynamic_update_slice`` would clamp the start and overwrite the last
   entries, so callers must keep ``i + T_new <= max_len``. Decoding requires
   ``causal=True`` and takes no ``segment_ids``.
+
+  Left-padded batches (``kv_start``, int ``[B]``, decoding or not): sequence
+  ``b``'s first real token sits at position ``kv_start[b]``. Default RoPE
+  positions become ``max(0, p - kv_start[b])`` for position ``p`` (so each
+  sequence's first real token has position 0) and ``kv_start=kv_start`` is
+  passed to ``attention_fn``, which must hide keys ``s < kv_start[b]``
+  (:func:`softmax_attention` does). Outputs at padding positions are
+  arbitrary. Without ``kv_start`` nothing changes, and attention functions
+  that do not accept it keep working.
 
   Attributes:
     num_heads: Number of query heads ``N``.
@@ -680,17 +716,23 @@ class TransformerBlock(nn.Module):
 
   @nn.compact
   def __call__(
-    self, x: Array, *, positions: Optional[Array] = None, segment_ids: Optional[Array] = None
+    self,
+    x: Array,
+    *,
+    positions: Optional[Array] = None,
+    segment_ids: Optional[Array] = None,
+    kv_start: Optional[Array] = None,
   ) -> Array:
     """Applies the block.
 
     Args:
       x: Inputs ``[B, T, d_model]``.
       positions: Int positions ``[B, T]`` (or ``[T]``) for RoPE; default
-        ``arange(T)`` (``cache_index + arange(T)`` when decoding). Pass
-        per-segment positions for packed sequences.
+        ``arange(T)`` (``cache_index + arange(T)`` when decoding), minus
+        ``kv_start`` if given. Pass per-segment positions for packed sequences.
       segment_ids: Optional int ``[B, T]``, forwarded to ``attention_fn``
         (not allowed when decoding).
+      kv_start: Optional int ``[B]``: left padding, see the class docstring.
 
     Returns:
       ``[B, T, d_model]``.
@@ -712,6 +754,8 @@ class TransformerBlock(nn.Module):
       raise ValueError('decode=True needs a causal block (causal=True).')
     if decoding and segment_ids is not None:
       raise ValueError('segment_ids are not supported when decoding with a KV cache; pass None.')
+    # Only given when the caller pads on the left: attention functions without the keyword keep working.
+    pad_kw = {} if kv_start is None else {'kv_start': kv_start}
 
     # Attention sub-block.
     h = self._norm('input_norm')(x)
@@ -725,7 +769,7 @@ class TransformerBlock(nn.Module):
       cache_index = self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
       index = cache_index.value
       if positions is None:
-        positions = index + jnp.arange(t, dtype=jnp.int32)[None, :]
+        positions = _default_positions(index, t, kv_start)
       if self.use_rope:
         q, k = self._rope(q, positions), self._rope(k, positions)
       start = (jnp.zeros((), jnp.int32), index, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
@@ -744,17 +788,18 @@ class TransformerBlock(nn.Module):
         segment_ids=None,
         q_offset=index,
         kv_length=index + t,
+        **pad_kw,
       )
     else:
       if positions is None:
-        positions = jnp.arange(t, dtype=jnp.int32)[None, :]
+        positions = _default_positions(jnp.zeros((), jnp.int32), t, kv_start)
       if self.use_rope:
         q, k = self._rope(q, positions), self._rope(k, positions)
       if self.decode:  # The initialising call: create an empty cache of length T = max_len.
         self.variable('cache', 'cached_key', jnp.zeros, k.shape, k.dtype)
         self.variable('cache', 'cached_value', jnp.zeros, v.shape, v.dtype)
         self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
-      attn = self.attention_fn(q, k, v, causal=self.causal, segment_ids=segment_ids)
+      attn = self.attention_fn(q, k, v, causal=self.causal, segment_ids=segment_ids, **pad_kw)
     attn = attn.reshape(b, t, n * hd)
     x = x + self._dense(d_model, 'o_proj')(attn)
 
@@ -810,7 +855,9 @@ class DecoderLM(nn.Module):
       logits, mut = model.apply({'params': params, 'cache': mut['cache']}, next_token, mutable=['cache'])
 
   Parameters of the decoding model are the same as those of the training
-  model (``decode`` only adds the ``'cache'`` collection).
+  model (``decode`` only adds the ``'cache'`` collection). Batches of prompts
+  of different lengths are left-padded and pass ``kv_start`` (the index of
+  each sequence's first real token) on every call; ``common.generate`` does.
 
   Attributes:
     vocab_size: Vocabulary size ``V``.
@@ -868,7 +915,12 @@ class DecoderLM(nn.Module):
 
   @nn.compact
   def __call__(
-    self, tokens: Array, *, positions: Optional[Array] = None, segment_ids: Optional[Array] = None
+    self,
+    tokens: Array,
+    *,
+    positions: Optional[Array] = None,
+    segment_ids: Optional[Array] = None,
+    kv_start: Optional[Array] = None,
   ) -> Array:
     """Computes next-token logits.
 
@@ -879,6 +931,10 @@ class DecoderLM(nn.Module):
         decoding.
       segment_ids: Optional int ``[B, T]`` document ids of packed sequences
         (tokens attend only within their document). Not allowed when decoding.
+      kv_start: Optional int ``[B]`` for left-padded batches: sequence ``b``
+        starts at position ``kv_start[b]``; earlier keys are hidden and RoPE
+        positions count from its first real token (see
+        :class:`TransformerBlock`). Logits at padding positions are arbitrary.
 
     Returns:
       float32 logits ``[B, T, vocab_size]``.
@@ -913,7 +969,7 @@ class DecoderLM(nn.Module):
         kernel_init=self.kernel_init,
         decode=self.decode,
         name=f'layers_{i}',
-      )(x, positions=positions, segment_ids=segment_ids)
+      )(x, positions=positions, segment_ids=segment_ids, kv_start=kv_start)
     x = RMSNorm(epsilon=self.norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name='final_norm')(
       x
     )

@@ -884,3 +884,82 @@ def test_decoder_lm_remat_same_loss_and_grads():
   (l0, g0), (l1, g1) = loss(plain), loss(plain.clone(remat=True))
   np.testing.assert_allclose(l0, l1, rtol=1e-6)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g0, g1)
+
+
+# ----------------------------------------------------------------------------
+# Left-padded batches (kv_start): batched generation of prompts of different lengths
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('fn', ['xla', 'reference'])
+def test_softmax_attention_kv_start_hides_left_padding(fn):
+  """Row 1 left-padded by 3 junk keys (kv_start=3) equals row 1 alone, in full and in cache-decoding form."""
+  attend = blocks.softmax_attention_reference if fn == 'reference' else blocks.softmax_attention
+  q, k, v = _qkv(30, b=2, t=7, n=4, kv=2, d=8)
+  alone = blocks.softmax_attention_reference(q[1:, :4], k[1:, :4], v[1:, :4], causal=True)
+  rng = _rng(31)
+  junk = [jnp.asarray(_randn(rng, 1, 3, *x.shape[2:])) * 5.0 for x in (q, k, v)]
+  qp, kp, vp = (jnp.concatenate([j, x[1:, :4]], 1) for j, x in zip(junk, (q, k, v)))
+  qb, kb, vb = (jnp.concatenate([x[:1], y], 0) for x, y in zip((q, k, v), (qp, kp, vp)))
+  start = jnp.array([0, 3])
+  out = attend(qb, kb, vb, causal=True, segment_ids=None, kv_start=start)
+  np.testing.assert_allclose(out[1, 3:], alone[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out[0], blocks.softmax_attention_reference(q[:1], k[:1], v[:1])[0], atol=1e-5)
+  assert np.all(np.isfinite(out))  # Padding queries see no key: arbitrary but finite.
+  # One decoding step at cache position 6 (the last real token) with the same padding.
+  out = attend(qb[:, 6:], kb, vb, causal=True, segment_ids=None, q_offset=6, kv_length=7, kv_start=start)
+  np.testing.assert_allclose(out[1, 0], alone[0, 3], rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_lm_left_padding_matches_each_sequence_alone(decode_setup):
+  """A left-padded batch (full forward, and prefill + cached steps) gives each sequence's logits alone."""
+  s = decode_setup
+  model, decoder, params = s['model'], s['decoder'], s['params']
+  long_seq, short_seq = s['tokens'][0], s['tokens'][1, :5]
+  alone_long = s['full'][0]
+  alone_short = model.apply({'params': params}, short_seq[None])[0]
+  pad = 4
+  batch = jnp.stack([long_seq, jnp.concatenate([jnp.full((pad,), 7, jnp.int32), short_seq])])
+  start = jnp.array([0, pad])
+  logits = model.apply({'params': params}, batch, kv_start=start)
+  np.testing.assert_allclose(logits[0], alone_long, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(logits[1, pad:], alone_short, rtol=1e-4, atol=1e-4)
+
+  @jax.jit
+  def step(params, cache, tokens):
+    out, mutated = decoder.apply(
+      {'params': params, 'cache': cache}, tokens, kv_start=start, mutable=['cache']
+    )
+    return out, mutated['cache']
+
+  cache = decoder.init_cache(2, 12)
+  prefill, cache = step(params, cache, batch[:, :6])
+  outs = [prefill]
+  for i in range(6, 9):
+    out, cache = step(params, cache, batch[:, i : i + 1])
+    outs.append(out)
+  outs = jnp.concatenate(outs, axis=1)
+  np.testing.assert_allclose(outs[0], alone_long, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(outs[1, pad:], alone_short, rtol=1e-4, atol=1e-4)
+  # Without kv_start the padding leaks into the short sequence (the test would catch a dropped mask).
+  leaky = model.apply({'params': params}, batch)
+  assert np.max(np.abs(leaky[1, pad:] - alone_short)) > 1e-2
+
+
+def test_attention_fn_without_kv_start_keyword_still_works():
+  """kv_start is only passed when given: an attention function without the keyword still serves decoding."""
+
+  def plain(q, k, v, *, causal, segment_ids, q_offset=None, kv_length=None):
+    return blocks.softmax_attention_reference(
+      q, k, v, causal=causal, segment_ids=segment_ids, q_offset=q_offset, kv_length=kv_length
+    )
+
+  model = _lm(num_layers=1, attention_fn=plain)
+  tokens = jnp.asarray(_rng(32).integers(0, 13, size=(2, 5)))
+  params = _np_params(model, tokens)
+  full = model.apply({'params': params}, tokens)
+  decoder = model.clone(decode=True)
+  logits, _ = decoder.apply({'params': params, 'cache': decoder.init_cache(2, 8)}, tokens, mutable=['cache'])
+  np.testing.assert_allclose(logits, full, rtol=1e-4, atol=1e-4)
+  with pytest.raises(TypeError, match='kv_start'):
+    model.apply({'params': params}, tokens, kv_start=jnp.zeros((2,), jnp.int32))
