@@ -8,10 +8,10 @@ SpaceInvaders (gymnax MinAtar) x 8 seeds, the seeds vmapped in one program per (
     python -m rl_softmoe.main --config=rl_softmoe/configs/default.py --workdir=runs/gpu/rl_softmoe/minatar
     python -m rl_softmoe.main --config=rl_softmoe/configs/default.py:smoke --workdir=/tmp/rs_smoke
 
-Budget (an estimate, not yet measured on a GPU): 15 (game, variant) sub-runs of 100k env steps (4 envs,
-one update every 4 env steps: 25k vector steps and 25k updates of batch 32, 8 seeds vmapped). At ~1 ms per
-vector step on one H100/H200 that is ~25 s of training plus ~15 s of compilation and evaluation per
-sub-run, ~10 minutes in all; `:steps=N` (env steps) or `:seeds=N` shrink it if the measurement says so.
+Budget (measured on an H200, 2026-11-27): 15 (game, variant) sub-runs of 100k env steps (4 envs, one update
+every 4 env steps: 25k vector steps and 25k updates of batch 32, 8 seeds vmapped) took 24-58 s each, 602 s
+in all, about 11 minutes end to end with compilation (rl_softmoe/README.md); `:steps=N` (env steps) or
+`:seeds=N` shrink it.
 
 Expected (acceptance, criteria fixed here before any run):
   A1 IQM(V2) > IQM(V4) and IQM(V3) > IQM(V4), each with P(improvement) > 0.5;
