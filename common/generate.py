@@ -62,6 +62,22 @@ def _prefill_impl(model: nn.DecoderLM, cache_len: int, params: Any, tokens: jax.
 _prefill = jax.jit(_prefill_impl, static_argnums=(0, 1))
 
 
+def nucleus(logits: jax.Array, top_p: jax.Array) -> jax.Array:
+  """``logits [B, V]`` with every token outside the top-p nucleus set to -inf (Holtzman et al., 2020).
+
+  The nucleus is the smallest set of most probable tokens whose probability reaches ``top_p``: a token is
+  kept when the probability of the tokens ranked above it is below ``top_p``, so the most probable token is
+  always kept and ``top_p >= 1`` keeps every token. Ties at the boundary are kept or dropped by rank.
+  """
+  order = jnp.argsort(-logits, axis=-1)
+  sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+  probs = jax.nn.softmax(sorted_logits, axis=-1)
+  before = jnp.cumsum(probs, axis=-1) - probs  # Probability of the tokens ranked above each.
+  keep_sorted = before < top_p
+  keep = jnp.zeros_like(keep_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
+  return jnp.where(keep, logits, -jnp.inf)
+
+
 def _chunk_impl(
   model: nn.DecoderLM,
   chunk: int,
@@ -75,6 +91,7 @@ def _chunk_impl(
   step0: jax.Array,
   num_steps: jax.Array,
   temperature: jax.Array,
+  top_p: jax.Array,
   eos_id: jax.Array,
   pad_id: jax.Array,
 ):
@@ -96,7 +113,9 @@ def _chunk_impl(
       nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     else:
       step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step0 + i)
-      nxt = jax.vmap(jax.random.categorical)(step_keys, logits / temperature).astype(jnp.int32)
+      nxt = jax.vmap(jax.random.categorical)(step_keys, nucleus(logits / temperature, top_p)).astype(
+        jnp.int32
+      )
     nxt = jnp.where(done, pad_id, nxt)
     out = jax.lax.dynamic_update_slice(out, nxt[:, None], (jnp.zeros((), jnp.int32), i))
     done = done | (nxt == eos_id)
@@ -138,6 +157,7 @@ def generate(
   *,
   max_new_tokens: int,
   temperature: float = 0.0,
+  top_p: float = 1.0,
   rng: Optional[jax.Array] = None,
   eos_id: Optional[int] = None,
   pad_id: int = 0,
@@ -155,6 +175,8 @@ def generate(
     prompts: Token-id lists, at least one token each (add a bos yourself if the model expects one).
     max_new_tokens: Most tokens generated per prompt.
     temperature: 0 for greedy (argmax); otherwise sampling from ``softmax(logits / temperature)``.
+    top_p: Nucleus sampling (with ``temperature > 0``): sample only among the most probable tokens whose
+      probability reaches ``top_p`` (:func:`nucleus`); 1.0 samples from the whole distribution.
     rng: PRNG key, required when ``temperature > 0`` (see the module docstring for what it guarantees).
     eos_id: A sequence that samples it is finished (``eos_id`` is the last token returned for it).
     pad_id: The token fed for finished and padding rows (never returned).
@@ -175,6 +197,8 @@ def generate(
     raise ValueError('generate needs max_new_tokens >= 0, chunk >= 1 and length_bucket >= 1.')
   if temperature < 0:
     raise ValueError(f'temperature must be >= 0 (0 is greedy), got {temperature}.')
+  if not 0 < top_p <= 1:
+    raise ValueError(f'top_p must be in (0, 1], got {top_p}.')
   greedy = temperature == 0
   if not greedy and rng is None:
     raise ValueError('temperature > 0 samples: pass rng=jax.random.PRNGKey(seed).')
@@ -205,6 +229,7 @@ def generate(
       max_new_tokens=max_new_tokens,
       greedy=greedy,
       temperature=temperature,
+      top_p=top_p,
       base_key=base_key,
       eos_id=eos_id,
       pad_id=pad_id,
@@ -227,6 +252,7 @@ def _generate_batch(
   max_new_tokens: int,
   greedy: bool,
   temperature: float,
+  top_p: float,
   base_key: jax.Array,
   eos_id: Optional[int],
   pad_id: int,
@@ -269,6 +295,7 @@ def _generate_batch(
       jnp.int32(step),
       jnp.int32(n_steps),
       jnp.float32(temperature if not greedy else 1.0),
+      jnp.float32(top_p),
       eos,
       jnp.int32(pad_id),
     )

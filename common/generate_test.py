@@ -145,3 +145,21 @@ def test_argument_errors(lm):
     _greedy(lm, temperature=-1.0)
   assert _greedy(lm, [], max_new_tokens=3) == []
   assert _greedy(lm, [[1, 2]], max_new_tokens=0) == [[]]
+
+
+def test_nucleus_keeps_the_smallest_set_reaching_top_p():
+  logits = jnp.log(jnp.array([[0.1, 0.5, 0.15, 0.25], [0.7, 0.1, 0.1, 0.1]]))
+  kept = np.isfinite(np.asarray(gen.nucleus(logits, jnp.float32(0.7))))
+  # Row 0 by rank: 0.5, 0.25 (0.5 before it < 0.7: kept), 0.15 (0.75 before it: dropped), 0.1 (dropped).
+  np.testing.assert_array_equal(kept, [[False, True, False, True], [True, False, False, False]])
+  assert np.isfinite(np.asarray(gen.nucleus(logits, jnp.float32(1.0)))).all()
+  assert np.isfinite(np.asarray(gen.nucleus(logits, jnp.float32(1e-6)))).sum(-1).tolist() == [1, 1]
+
+
+def test_top_p_sampling_draws_only_nucleus_tokens(lm):
+  key = jax.random.PRNGKey(3)
+  tiny = _greedy(lm, temperature=1.0, top_p=1e-6, rng=key)
+  assert tiny == _greedy(lm)  # A nucleus of one token is the argmax.
+  assert _greedy(lm, temperature=1.0, top_p=1.0, rng=key) == _greedy(lm, temperature=1.0, rng=key)
+  with pytest.raises(ValueError, match='top_p'):
+    _greedy(lm, temperature=1.0, top_p=0.0, rng=key)
