@@ -17,11 +17,6 @@ from common.errors import ConfigError
 from eval_gsm import evaluate, pairs as pairs_lib, prompts, train
 from eval_gsm.configs import default
 
-_WORKDIR = flags.DEFINE_string(
-  'workdir', None, 'An eval_gsm run directory (with config.json).', required=True
-)
-
-
 def load_config(workdir: str):
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
@@ -63,8 +58,10 @@ def analyze(workdir: str):
 
 def main(argv):
   del argv
-  analyze(_WORKDIR.value)
+  analyze(flags.FLAGS.workdir)
 
 
 if __name__ == '__main__':
+  # Defined here, not at import: tests import this module beside other projects' `--workdir` flags.
+  flags.DEFINE_string('workdir', None, 'An eval_gsm run directory (with config.json).', required=True)
   app.run(main)
