@@ -84,3 +84,35 @@ def test_smoke_experiment_passes_end_to_end(tmp_path):
   assert all(c.passed for c in claims), [c for c in claims if not c.passed]
   assert set(summaries) == {'planted', 'oracle', 'inrepo', 'smollm2_http'}
   assert summaries['smollm2_http']['empty_outputs'] < summaries['smollm2_http']['n_records']
+
+
+def test_user_data_files_feed_the_evaluation(tmp_path):
+  """A GSM8K-format file as the Q1 source, and a Compositional GSM file used as the pairs themselves."""
+  from eval_gsm import pairs as pairs_lib
+
+  gsm8k = tmp_path / 'gsm8k.jsonl'
+  lines = [
+    json.dumps(
+      {
+        'question': f'Tom has {a} apples and buys {a + 3} more. How many apples?',
+        'answer': f'{a} + {a + 3} = {2 * a + 3}\n#### {2 * a + 3}',
+      }
+    )
+    for a in range(4, 44)
+  ]
+  gsm8k.write_text('\n'.join(lines[:20] + ['{not json'] + lines[20:]) + '\n')
+  config = _synthetic_config(8)
+  config.models = ('oracle',)  # Eight pairs are too few for the planted gap's CI claim.
+  config.gsm8k_path = str(gsm8k)
+  summaries, claims = train.train_and_evaluate(config, str(tmp_path / 'gsm8k_run'))
+  pairs = pairs_lib.read_pairs_jsonl(str(tmp_path / 'gsm8k_run' / train.PAIRS_FILE))
+  assert len(pairs) == 8 and all(p.q1.source.startswith('gsm8k:') for p in pairs)
+  assert summaries['oracle']['delta'] == 0.0 and all(c.passed for c in claims)
+
+  comp = tmp_path / 'comp.jsonl'
+  pairs_lib.write_pairs_jsonl(str(comp), pairs[:5])
+  config = _synthetic_config(100)
+  config.models = ('oracle',)
+  config.compositional_path = str(comp)
+  summaries, _ = train.train_and_evaluate(config, str(tmp_path / 'comp_run'))
+  assert summaries['oracle']['n'] == 5
