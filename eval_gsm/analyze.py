@@ -17,6 +17,7 @@ from common.errors import ConfigError
 from eval_gsm import evaluate, pairs as pairs_lib, prompts, train
 from eval_gsm.configs import default
 
+
 def load_config(workdir: str):
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):

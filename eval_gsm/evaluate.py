@@ -113,8 +113,12 @@ def evaluate(
       )
       generate_seconds += time.time() - t0
       generated += len(batch)
-      for (pair, split, _), text in zip(batch, outputs):
-        row = metrics.grade(split, text, pair, mode=settings.mode, extraction=settings.extraction)
+      graded = metrics.grade_all(
+        [(split, text, pair) for (pair, split, _), text in zip(batch, outputs)],
+        mode=settings.mode,
+        extraction=settings.extraction,
+      )  # Code mode runs the batch's programs in parallel.
+      for (pair, split, _), text, row in zip(batch, outputs, graded):
         row = {**row, 'pair_id': pair.id, 'split': split, 'output': text}
         done[(pair.id, split)] = row
         f.write(json.dumps(row) + '\n')

@@ -13,6 +13,7 @@ Evaluation uses the same zero-shot prompts (a model this small does not learn in
 """
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Dict, List, Sequence, Tuple
@@ -120,6 +121,15 @@ def make_optimizer(lm: ml_collections.ConfigDict) -> optax.GradientTransformatio
   )
 
 
+def init_state(
+  model: nn_lib.DecoderLM, tx: optax.GradientTransformation, seq_len: int, seed: int
+) -> TrainState:
+  """The state before step 0: parameters from key (seed, 0), the loop's data key from (seed, 1)."""
+  key = jax.random.PRNGKey(seed)
+  params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1, seq_len), jnp.int32))['params']
+  return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.random.fold_in(key, 1))
+
+
 @dataclasses.dataclass
 class Programs:
   model: nn_lib.DecoderLM
@@ -135,11 +145,6 @@ def make_programs(
   model = make_model(lm, vocab_size)
   tx = make_optimizer(lm)
   seq_len = data.shape[1] - 1
-
-  def init(seed):
-    key = jax.random.PRNGKey(seed)
-    params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1, seq_len), jnp.int32))['params']
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.random.fold_in(key, 1))
 
   def loss_fn(params, tokens, weights):
     logits = model.apply({'params': params}, tokens[:, :-1])
@@ -163,6 +168,7 @@ def make_programs(
     state, stats = jax.lax.scan(step, state, None, length=num_steps)
     return state, jax.tree.map(jnp.mean, stats)
 
+  init = functools.partial(init_state, model, tx, seq_len)
   return Programs(
     model, tx, jax.jit(init, static_argnums=0), jax.jit(train_chunk, static_argnums=1, donate_argnums=0)
   )
@@ -287,12 +293,7 @@ def load_trained(workdir: str) -> Tuple[nn_lib.DecoderLM, dict, CharTokenizer]:
     lm_config = ml_collections.ConfigDict(json.load(f)['lm'])
   tokenizer = CharTokenizer.load(os.path.join(lm_dir, TOKENIZER_FILE))
   model = make_model(lm_config, tokenizer.vocab_size)
-  tx = make_optimizer(lm_config)
-
-  def init():
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, lm_config.seq_len), jnp.int32))['params']
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.random.PRNGKey(0))
-
+  target = jax.eval_shape(lambda: init_state(model, make_optimizer(lm_config), lm_config.seq_len, 0))
   with checkpoint.Checkpointer(lm_dir, every=lm_config.checkpoint_every, keep=1) as ckpt:
-    state = ckpt.restore(jax.eval_shape(init))
+    state = ckpt.restore(target)
   return model, state.params, tokenizer

@@ -17,7 +17,7 @@ import re
 from typing import Dict, Sequence
 
 from common.errors import ConfigError
-from eval_gsm import core, prompts
+from eval_gsm import core, evaluate, prompts
 from eval_gsm.backends import scripted
 
 KINDS = ('oracle', 'independent', 'planted')
@@ -106,27 +106,21 @@ def make_backend(
   kind: str,
   pairs: Sequence[core.Pair],
   exemplars,
+  settings: evaluate.Settings,
   *,
-  splits: Sequence[str],
-  style: str,
-  mode: str,
-  shots: int,
   p1: float = 0.8,
   p2: float = 0.7,
   q: float = 0.3,
   seed: int = 0,
 ) -> scripted.TableBackend:
-  """A table backend answering every prompt the harness will render for ``pairs``."""
+  """A table backend answering every prompt the harness will render for ``pairs`` under ``settings``."""
   if kind not in KINDS:
     raise ConfigError(f'unknown synthetic model {kind!r}; use one of {list(KINDS)}')
   for name, p in (('p1', p1), ('p2', p2), ('q', q)):
     if not 0.0 <= p <= 1.0:
       raise ConfigError(f'synthetic.{name} must be in [0, 1], got {p}')
-  table = {}
-  for pair in pairs:
-    for split in splits:
-      if split == 'indep' and pair.indep_q1 is None:
-        continue
-      prompt = prompts.render_prompt(split, pair, exemplars, style=style, mode=mode, shots=shots)
-      table[scripted.prompt_key(prompt)] = answer(kind, split, pair, mode=mode, p1=p1, p2=p2, q=q, seed=seed)
+  table = {
+    scripted.prompt_key(prompt): answer(kind, split, pair, mode=settings.mode, p1=p1, p2=p2, q=q, seed=seed)
+    for pair, split, prompt in evaluate.work_items(pairs, exemplars, settings)
+  }
   return scripted.TableBackend(table, name=kind, missing='error')

@@ -96,19 +96,7 @@ def open_backend(config, name: str, model_dir: str, pairs, exemplars, settings):
   """Yields ``(backend, details)`` for model ``name``; servers started here are stopped on exit."""
   if name in synthetic.KINDS:
     s = config.synthetic
-    backend = synthetic.make_backend(
-      name,
-      pairs,
-      exemplars,
-      splits=settings.splits,
-      style=settings.style,
-      mode=settings.mode,
-      shots=settings.shots,
-      p1=s.p1,
-      p2=s.p2,
-      q=s.q,
-      seed=s.seed,
-    )
+    backend = synthetic.make_backend(name, pairs, exemplars, settings, p1=s.p1, p2=s.p2, q=s.q, seed=s.seed)
     yield backend, {'expected_delta': synthetic.expected_delta(name, s.p1, s.p2, s.q)}
     return
   from eval_gsm.backends import jax_lm  # JAX-backed models only.
@@ -123,7 +111,11 @@ def open_backend(config, name: str, model_dir: str, pairs, exemplars, settings):
   if name in ('smollm2', 'smollm2_http'):
     t0 = time.time()
     backend = jax_lm.JaxLMBackend.from_gguf(
-      config.smollm2_path or None, name='smollm2', chat=settings.style == 'chat', **_jax_kwargs(config)
+      config.smollm2_path or None,
+      name='smollm2',
+      chat=settings.style == 'chat',
+      fixed_batch=name == 'smollm2_http',  # Served: every micro-batch padded to one shape.
+      **_jax_kwargs(config),
     )
     details = {'load_seconds': round(time.time() - t0, 2)}
     if name == 'smollm2':
@@ -132,7 +124,6 @@ def open_backend(config, name: str, model_dir: str, pairs, exemplars, settings):
     from eval_gsm import serve
     from eval_gsm.backends import http
 
-    backend.fixed_batch = True
     with serve.make_server(backend, model_name='smollm2', max_batch=config.jax.max_batch) as server:
       server.start()
       client = http.OpenAIBackend(
@@ -192,10 +183,6 @@ def evaluate_model(config, workdir: str, name: str, pairs, exemplars) -> dict:
     *summary['delta_ci'],
   )
   return summary
-
-
-def expected_items(summary: dict, settings: evaluate.Settings) -> int:
-  return summary['n_pairs_asked'] * len(settings.splits)
 
 
 def build_claims(config, summaries: dict) -> List[results.Claim]:
