@@ -12,7 +12,6 @@ import os
 import time
 from typing import Any, Dict, List
 
-import jax
 import numpy as np
 
 from common import results
@@ -141,8 +140,6 @@ def train_and_evaluate(config, workdir: str):
   start_time = time.time()
   budget = config.time_budget_s if config.time_budget_s and config.time_budget_s > 0 else math.inf
   finished, randoms, complete = sweep.run_sweep(config, workdir, budget)
-  if jax.process_index() != 0:
-    return None
   if not complete:
     programs, _ = sweep.plan(config)
     throughput = _throughput(finished)

@@ -42,7 +42,6 @@ from rl_softmoe import softmoe
 EVAL_FILE = 'eval.json'
 RANDOM_FILE = 'random.json'
 CLAIM_VARIANTS = ('V1', 'V2', 'V3', 'V4')
-short_name = games.short_name
 
 
 def variant_id(variant: str) -> str:
@@ -298,7 +297,7 @@ def normalised_scores(config, game: str, raw, measured_random: float) -> np.ndar
     from common.rl import atari
 
     return atari.human_normalized_score(game, np.asarray(raw, np.float64))
-  return normalise(raw, measured_random, float(config.max_reference[short_name(game)]))
+  return normalise(raw, measured_random, float(config.max_reference[games.short_name(game)]))
 
 
 def normalise(raw: np.ndarray, random: float, reference: float) -> np.ndarray:
@@ -472,7 +471,7 @@ def plot_curves(config, workdir: str) -> List[str]:
       if pts:
         curves[vid] = ([p[0] for p in pts], [p[1] for p in pts])
     if curves:
-      name = f'curves_{short_name(game)}.png'
+      name = f'curves_{games.short_name(game)}.png'
       results.plot_curves(
         os.path.join(workdir, name),
         curves,
