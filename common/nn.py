@@ -882,6 +882,8 @@ class DecoderLM(nn.Module):
     decode: KV-cache decoding (see above).
     remat: Rematerialise each block in the backward pass (``nn.remat``):
       saves activation memory for one extra forward.
+    return_hidden: Return the final-normed hidden states ``[B, T, d_model]`` (float32) instead of
+      logits, e.g. for a value head on a copy of the policy (llm_rl's critic).
   """
 
   vocab_size: int
@@ -904,6 +906,7 @@ class DecoderLM(nn.Module):
   embedding_init: Initializer = nn.initializers.variance_scaling(1.0, 'fan_in', 'normal', out_axis=0)
   decode: bool = False
   remat: bool = False
+  return_hidden: bool = False
 
   def _layer_attention_fn(self) -> Union[AttentionFn, nn.Module]:
     """This layer's attention: the function itself, or a fresh unbound clone of the module prototype."""
@@ -973,6 +976,8 @@ class DecoderLM(nn.Module):
     x = RMSNorm(epsilon=self.norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name='final_norm')(
       x
     )
+    if self.return_hidden:
+      return x.astype(jnp.float32)
     if self.tie_embeddings:
       table = embed.embedding.astype(x.dtype)
       return jnp.einsum('btd,vd->btv', x, table, preferred_element_type=jnp.float32).astype(jnp.float32)

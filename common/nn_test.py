@@ -963,3 +963,13 @@ def test_attention_fn_without_kv_start_keyword_still_works():
   np.testing.assert_allclose(logits, full, rtol=1e-4, atol=1e-4)
   with pytest.raises(TypeError, match='kv_start'):
     model.apply({'params': params}, tokens, kv_start=jnp.zeros((2,), jnp.int32))
+
+
+def test_decoder_return_hidden_gives_the_states_under_the_tied_head():
+  model = blocks.DecoderLM(vocab_size=11, num_layers=1, d_model=8, num_heads=2, mlp_dim=16)
+  tokens = jnp.array([[1, 2, 3, 4]])
+  params = model.init(jax.random.PRNGKey(0), tokens)['params']
+  hidden = model.clone(return_hidden=True).apply({'params': params}, tokens)
+  logits = model.apply({'params': params}, tokens)
+  assert hidden.shape == (1, 4, 8) and hidden.dtype == jnp.float32
+  np.testing.assert_allclose(hidden @ params['embed_tokens']['embedding'].T, logits, rtol=1e-5, atol=1e-5)

@@ -44,11 +44,11 @@ def make_backend(name: str):
     return jax_lm.JaxLMBackend.from_gguf(None, name='smollm2', **kw), FLAGS.shots
   if name == 'inrepo':
     from common.tokenizers import CharTokenizer
-    from eval_gsm import lm
+    from common import sft
 
     lm_config = default.get_config().lm
     tokenizer = CharTokenizer(''.join(chr(c) for c in range(32, 127)) + '\n')
-    model = lm.make_model(lm_config, tokenizer.vocab_size)
+    model = sft.make_model(lm_config, tokenizer.vocab_size)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params']
     return jax_lm.JaxLMBackend(model, params, tokenizer, name='inrepo', **kw), 0
   raise app.UsageError(f'unknown model {name!r}; use smollm2 or inrepo')

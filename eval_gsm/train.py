@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from common import results
+from common import results, sft
 from common.errors import ConfigError
 from eval_gsm import core, evaluate, pairs as pairs_lib, prompts, readers, report, synthetic
 
@@ -105,7 +105,7 @@ def open_backend(config, name: str, model_dir: str, pairs, exemplars, settings):
     from eval_gsm import lm
 
     params, tokenizer, summary = lm.train(config.lm, os.path.join(model_dir, 'lm'), config.seed, pairs)
-    model = lm.make_model(config.lm, tokenizer.vocab_size)
+    model = sft.make_model(config.lm, tokenizer.vocab_size)
     yield jax_lm.JaxLMBackend(model, params, tokenizer, name='inrepo', **_jax_kwargs(config)), {'lm': summary}
     return
   if name in ('smollm2', 'smollm2_http'):

@@ -68,6 +68,7 @@ _MUL = ('Then {p} has {b} times as many.', '{Poss} {item} grow {b}-fold.')
 _RG_INSTRUCTION = re.compile(r'\s*Give the result as your final answer\..*\Z', re.DOTALL)
 # The integer after '####': optional spaces, optional minus, digits with well-formed ',' thousands groups, and
 # then not a further digit, ',<digit>' or '.<digit>' (so '1,23' and '12.5' are not integers; '12.' is 12).
+_LAST_NUMBER_RE = re.compile(r'(?<![\d.,])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?![\d]|[.,]\d)')
 _ANSWER_RE = re.compile(r'####[ \t]*(-?(?:\d{1,3}(?:,\d{3})+|\d+))(?!\d|,\d|\.\d)')
 
 
@@ -285,15 +286,32 @@ def parse_answer(text: str) -> Optional[int]:
   return int(match.group(1).replace(',', '')) if match else None
 
 
-def reward(text: str, answer: int, *, truncated: bool = False) -> float:
+def parse_last_number(text: str) -> Optional[int]:
+  """The answer after the first '####' if there is one, else the last integer of ``text`` (or None).
+
+  The lenient extraction of evaluation harnesses, for pretrained models that do not write '####' (the
+  ``task.answer='last_number'`` switch); the paper's grader is ``parse_answer``.
+  """
+  marked = parse_answer(text)
+  if marked is not None or ANSWER_MARK in text:
+    return marked
+  numbers = _LAST_NUMBER_RE.findall(text)
+  return int(numbers[-1].replace(',', '')) if numbers else None
+
+
+ANSWER_PARSERS = {'marked': parse_answer, 'last_number': parse_last_number}
+
+
+def reward(text: str, answer: int, *, truncated: bool = False, parse: str = 'marked') -> float:
   """1.0 when the number after the first '####' equals ``answer``, else 0.0; a truncated sample scores 0.0.
 
   ``truncated``: the sample hit the token limit without finishing (VinePPO's configs give unfinished responses
-  a reward of 0.0, even when a right '####' number happens to be in them).
+  a reward of 0.0, even when a right '####' number happens to be in them). ``parse``: 'marked' (the number
+  after '####', the paper's) or 'last_number' (``parse_last_number``).
   """
   if truncated:
     return 0.0
-  return 1.0 if parse_answer(text) == answer else 0.0
+  return 1.0 if ANSWER_PARSERS[parse](text) == answer else 0.0
 
 
 def step_boundaries(

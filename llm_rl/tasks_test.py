@@ -278,3 +278,19 @@ def test_reasoning_gym_missing_is_a_one_line_error(monkeypatch):
   monkeypatch.setattr(builtins, '__import__', fake_import)
   with pytest.raises(TaskConfigError, match='pip install reasoning-gym'):
     tasks.reasoning_gym_problems(2, 0)
+
+
+@pytest.mark.parametrize(
+  'text, want',
+  [
+    ('so 12 + 3 = 15.', 15),
+    ('answer: -1,234 items', -1234),
+    ('#### 7 then 9', 7),  # A '####' answer wins.
+    ('#### abc 5', None),  # '####' without a number: no fallback.
+    ('about 3.5 of them', None),
+    ('no digits', None),
+  ],
+)
+def test_parse_last_number(text, want):
+  assert tasks.parse_last_number(text) == want
+  assert tasks.reward(text, 15, parse='last_number') == float(want == 15)
