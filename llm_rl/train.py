@@ -284,7 +284,7 @@ def make_claims(
   if value:
     claims.append(
       results.Claim.at_most(
-        f"MC(K=9) value MAE vs {value['truth_rollouts']}-rollout truth",
+        f'MC(K=9) value MAE vs {value["truth_rollouts"]}-rollout truth',
         paper='70-90 % accurate',
         measured=round(value['mae_mc_k9'], 4),
         threshold=0.15,
