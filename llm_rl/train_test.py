@@ -128,4 +128,6 @@ def test_smollm2_config_runs_one_iteration_of_vineppo_and_ppo(tmp_path):
   assert extra['sft'] == {'skipped': True, 'test_accuracy': extra['sft']['test_accuracy']}
   assert extra['num_params'] > 100_000_000
   for method in ('vineppo', 'ppo'):
-    assert extra['runs'][method]['all_losses_finite'] and extra['runs'][method]['grad_steps'] == 2  # 2 epochs.
+    assert (
+      extra['runs'][method]['all_losses_finite'] and extra['runs'][method]['grad_steps'] == 2
+    )  # 2 epochs.
