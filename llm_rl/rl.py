@@ -102,12 +102,13 @@ class Programs:
     self.value_tx = make_tx(rl.value_learning_rate, rl.grad_clip)
     self.logprobs = jax.jit(self._logprobs)
     self.values = jax.jit(self._values)
-    # No donation: an async checkpoint of the state may still be reading these buffers.
+    # No donation: the updates are a small part of an iteration, and undonated buffers cannot alias.
     self.policy_step = jax.jit(self._policy_step)
     self.value_step = jax.jit(self._value_step)
 
   def init_state(self, sft_params) -> RLState:
-    # Own copies: the updates donate the policy's (and critic's) buffers, the reference must survive them.
+    # Own copies: the policy and the critic's trunk must not share buffers with the reference (a donating
+    # update would delete the reference's arrays with its own).
     def copy(tree):
       return jax.tree.map(jnp.copy, tree)
 
@@ -121,7 +122,7 @@ class Programs:
     return RLState(
       jnp.zeros((), jnp.int32),
       jnp.zeros((), jnp.int32),
-      sft_params,
+      copy(sft_params),
       self.tx.init(sft_params),
       sft_params,
       value_params,

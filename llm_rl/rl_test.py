@@ -38,6 +38,8 @@ def test_one_iteration_of_each_method(setup, method):
   rl = _config(method).rl
   programs = rl_lib.Programs(model, layout, rl)
   state = programs.init_state(params)
+  ref, policy = jax.tree.leaves(state.ref_params)[0], jax.tree.leaves(state.params)[0]
+  assert ref.unsafe_buffer_pointer() != policy.unsafe_buffer_pointer()  # Donation-safe: no shared buffers.
   new, stats = rl_lib.iteration(programs, sampler, state, PROBLEMS, seed=0)
   assert int(new.iteration) == 1 and int(new.grad_steps) == 1  # 8 episodes, minibatch 8, one epoch.
   assert all(np.isfinite(v) for v in stats.values()), stats
