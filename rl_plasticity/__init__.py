@@ -1,0 +1,1 @@
+"""Neuroplastic Expansion (growing sparse TD3 with dormant pruning and experience review), in JAX."""

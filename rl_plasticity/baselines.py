@@ -1,0 +1,97 @@
+"""Plasticity baselines beside NE, each a between-chunks hook of the TD3 loop (`hook(state, k, key)`, k the
+1-based count of hook periods done, unbatched):
+
+* ReDo (Sokar et al. 2023): every `every` updates, units whose tau-dormant score s_i <= tau (0.1) on a batch
+  get their incoming weights re-drawn from the initialiser and their bias zeroed, their outgoing weights
+  zeroed, and Adam's first and second moments zeroed at all those positions (the count is kept).
+* Reset (Nikishin et al. 2022): every `every` updates the actor, critic, their targets and optimiser states
+  are drawn afresh; the replay buffer and observation statistics stay.
+* Plasticity Injection (Nikishin et al. 2023), on the critic (`networks.InjectedCritic`): once, after
+  `at` updates, a fresh critic draw becomes both the trainable `new` part and the frozen `init` part and the
+  old critic freezes; online and target critics are injected alike (so the target stays consistent).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+from rl_plasticity import metrics
+from rl_plasticity import ne
+from rl_plasticity import networks
+from rl_plasticity import td3
+
+
+def recycle_dormant(net: td3.Net, fresh_params, acts, tau: float):
+  """ReDo on one network. Returns (net, number of recycled units)."""
+  params = traverse_util.flatten_dict(net.params['params'])
+  fresh = traverse_util.flatten_dict(fresh_params['params'])
+  keep = {k: jnp.ones_like(v) for k, v in params.items()}  # 0 where a position is recycled.
+  acts = traverse_util.flatten_dict(acts)
+  recycled = 0
+  for path in networks.kernel_paths(net.params):
+    unit = networks.unit_key(path)
+    if unit not in acts:
+      continue  # An output layer: no units to score.
+    dormant = metrics.dormant_scores(acts[unit]) <= tau  # [units]
+    bias = unit + ('bias',)
+    out = networks.next_kernel(path)
+    params[path] = jnp.where(dormant[None, :], fresh[path], params[path])
+    params[bias] = jnp.where(dormant, 0.0, params[bias])
+    params[out] = jnp.where(dormant[:, None], 0.0, params[out])
+    keep[path] = keep[path] * (1.0 - dormant[None, :])
+    keep[bias] = keep[bias] * (1.0 - dormant)
+    keep[out] = keep[out] * (1.0 - dormant[:, None])
+    recycled += jnp.sum(dormant)
+  new_params = {'params': traverse_util.unflatten_dict(params)}
+  new_params = jax.tree.map(lambda p, m: p * m, new_params, net.mask)
+  keep = {'params': traverse_util.unflatten_dict(keep)}
+  return net.replace(params=new_params, opt=ne.mask_opt_state(net.opt, keep)), recycled
+
+
+def redo_hook(agent: td3.TD3, tau: float = 0.1):
+  def hook(state: td3.State, k, key):
+    k_batch, k_init = jax.random.split(jax.random.fold_in(key, k))
+    sig = agent.batch_signals(state, k_batch)
+    fresh_actor, fresh_critic = agent.init_nets(k_init)
+    critic, nc = recycle_dormant(state.critic, fresh_critic.params, sig['critic_acts'], tau)
+    actor, na = recycle_dormant(state.actor, fresh_actor.params, sig['actor_acts'], tau)
+    return state.replace(critic=critic, actor=actor), {'critic_recycled': nc, 'actor_recycled': na}
+
+  return hook
+
+
+def reset_hook(agent: td3.TD3):
+  def hook(state: td3.State, k, key):
+    actor, critic = agent.init_nets(jax.random.fold_in(key, k))
+    return state.replace(actor=actor, critic=critic), {'resets': jnp.ones(())}
+
+  return hook
+
+
+def injection_hook(agent: td3.TD3):
+  """Injects at the hook's first call (k == 1) and leaves later calls without effect."""
+
+  def inject(tree, fresh):
+    p = dict(tree['params'])
+    p['new'] = fresh['params']['base']
+    p['init'] = fresh['params']['base']
+    p['injected'] = jnp.ones_like(p['injected'])
+    return {'params': p}
+
+  def hook(state: td3.State, k, key):
+    _, fresh = agent.init_nets(key)
+    critic = state.critic
+    injected = critic.replace(
+      params=inject(critic.params, fresh.params),
+      target=inject(critic.target, fresh.params),
+      opt=critic.opt._replace(
+        mu=jax.tree.map(jnp.zeros_like, critic.opt.mu), nu=jax.tree.map(jnp.zeros_like, critic.opt.nu)
+      ),
+    )
+    first = k == 1
+    critic = jax.tree.map(lambda a, b: jnp.where(first, a, b), injected, critic)
+    return state.replace(critic=critic), {'injected': first.astype(jnp.float32)}
+
+  return hook

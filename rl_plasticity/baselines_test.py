@@ -1,0 +1,83 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rl_plasticity import baselines
+from rl_plasticity import envs
+from rl_plasticity import ne
+from rl_plasticity import td3
+
+
+def _net():
+  params = {
+    'params': {
+      'pi': {
+        'dense_0': {'kernel': jnp.arange(6.0).reshape(2, 3) + 1, 'bias': jnp.ones(3)},
+        'dense_1': {'kernel': jnp.ones((3, 1)), 'bias': jnp.ones(1)},
+      }
+    }
+  }
+  ones = jax.tree.map(jnp.ones_like, params)
+  opt = ne.MaskedAdamState(jax.tree.map(lambda _: jnp.asarray(7), params), ones, ones)
+  return td3.Net(params, params, opt, ones)
+
+
+def test_redo_recycles_dormant_units_and_their_adam_moments():
+  net = _net()
+  fresh = jax.tree.map(lambda x: -9.0 * jnp.ones_like(x), net.params)
+  # Unit 1 never fires; unit scores [1, 0, 2] / 1 -> only unit 1 is 0.1-dormant.
+  acts = {'pi': {'dense_0': jnp.array([[1.0, 0.0, 2.0], [1.0, 0.0, 2.0]])}}
+  new, n = baselines.recycle_dormant(net, fresh, acts, 0.1)
+  p = new.params['params']['pi']
+  assert int(n) == 1
+  np.testing.assert_array_equal(p['dense_0']['kernel'][:, 1], [-9.0, -9.0])  # Incoming re-drawn.
+  np.testing.assert_array_equal(
+    p['dense_0']['kernel'][:, [0, 2]], net.params['params']['pi']['dense_0']['kernel'][:, [0, 2]]
+  )
+  np.testing.assert_array_equal(p['dense_0']['bias'], [1.0, 0.0, 1.0])
+  np.testing.assert_array_equal(p['dense_1']['kernel'][:, 0], [1.0, 0.0, 1.0])  # Outgoing zeroed.
+  for moment in (new.opt.mu, new.opt.nu):
+    m = moment['params']['pi']
+    np.testing.assert_array_equal(m['dense_0']['kernel'][:, 1], [0.0, 0.0])
+    np.testing.assert_array_equal(m['dense_0']['bias'], [1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(m['dense_1']['kernel'][:, 0], [1.0, 0.0, 1.0])
+  assert all(int(c) == 7 for c in jax.tree.leaves(new.opt.count))  # The Adam counts are kept.
+
+
+def _agent(injection):
+  env = envs.make('pendulum')
+  cfg = td3.Config(buffer_capacity=8, batch_size=4, actor_hidden=(8,), critic_hidden=(8,), learning_starts=4)
+  agent = td3.TD3(env, cfg, injection=injection)
+  return agent, agent.init(jax.random.PRNGKey(0))
+
+
+def test_plasticity_injection_keeps_the_function_and_freezes_the_old_critic():
+  agent, state = _agent(True)
+  obs, act = jax.random.normal(jax.random.PRNGKey(1), (5, 3)), jnp.full((5, 1), 0.3)
+  before = agent.critic_net.apply(state.critic.params, obs, act)[0]
+  injected, stats = baselines.injection_hook(agent)(state, jnp.int32(1), jax.random.PRNGKey(2))
+  after = agent.critic_net.apply(injected.critic.params, obs, act)[0]
+  np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+  assert float(stats['injected']) == 1.0
+  grads = jax.grad(lambda p: jnp.sum(agent.critic_net.apply(p, obs, act)[0]))(injected.critic.params)[
+    'params'
+  ]
+  assert all(
+    float(jnp.abs(g).sum()) == 0 for g in jax.tree.leaves(grads['base']) + jax.tree.leaves(grads['init'])
+  )
+  assert sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads['new'])) > 0
+  again, stats = baselines.injection_hook(agent)(injected, jnp.int32(2), jax.random.PRNGKey(3))
+  assert float(stats['injected']) == 0.0  # Only the first call injects.
+  for a, b in zip(jax.tree.leaves(again.critic), jax.tree.leaves(injected.critic)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_reset_draws_fresh_networks_and_keeps_the_buffer():
+  agent, state = _agent(False)
+  state = state.replace(buffer=state.buffer.replace(size=jnp.int32(5)))
+  new, _ = baselines.reset_hook(agent)(state, jnp.int32(1), jax.random.PRNGKey(5))
+  assert int(new.buffer.size) == 5
+  k0 = state.critic.params['params']['q1']['dense_0']['kernel']
+  k1 = new.critic.params['params']['q1']['dense_0']['kernel']
+  assert not np.allclose(k0, k1)
+  np.testing.assert_array_equal(new.critic.target['params']['q1']['dense_0']['kernel'], k1)

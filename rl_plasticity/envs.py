@@ -1,0 +1,110 @@
+"""Continuous-control environments behind one functional interface (gymnax Pendulum, Brax/MJX tasks).
+
+Every environment acts in [-1, 1]^act_dim (rescaled to the task's bounds inside) and auto-resets:
+
+    obs, state = env.reset(key)
+    obs, state, reward, terminated, truncated, final_obs = env.step(key, state, action)
+
+`obs` is the observation to act on next (the reset one after an episode ends); `final_obs` is the true
+next observation of the transition, the one a TD target bootstraps from on truncation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from common import config as config_lib
+from common.errors import ConfigError
+
+GYMNAX = {'pendulum': 'Pendulum-v1'}
+BRAX = ('halfcheetah', 'hopper', 'walker2d', 'ant', 'humanoid')
+CHOICES = tuple(GYMNAX) + BRAX
+
+
+@dataclasses.dataclass(frozen=True)
+class Env:
+  name: str
+  obs_dim: int
+  act_dim: int
+  episode_length: int
+  reset: Callable[[jax.Array], tuple[jax.Array, Any]]
+  step: Callable[..., tuple]
+
+
+def strong(tree):
+  """The tree with weak types made strong, so reset and step states have one type signature (a weakly
+  typed leaf from reset would compile a jitted loop twice)."""
+  return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
+
+
+def check_name(name: str) -> None:
+  if name not in CHOICES:
+    raise ConfigError(config_lib.unknown_name_message('environment', name, CHOICES))
+
+
+def make(name: str, *, episode_length: int = 0, backend: str = 'mjx') -> Env:
+  """The environment `name` (see CHOICES); `episode_length` 0 keeps the task's own limit."""
+  check_name(name)
+  if name in GYMNAX:
+    return _gymnax(name, episode_length)
+  return _brax(name, episode_length or 1000, backend)
+
+
+def _gymnax(name: str, episode_length: int) -> Env:
+  import gymnax
+
+  env, params = gymnax.make(GYMNAX[name])
+  if episode_length:
+    params = params.replace(max_steps_in_episode=episode_length)
+  space = env.action_space(params)
+  low, high = jnp.asarray(space.low, jnp.float32), jnp.asarray(space.high, jnp.float32)
+  act_dim = int(space.shape[0]) if space.shape else 1
+
+  def reset(key):
+    return strong(env.reset(key, params))
+
+  def step(key, state, action):
+    scaled = low + (action + 1.0) * 0.5 * (high - low)
+    obs, state, reward, terminated, truncated, info = env.step(
+      key, state, scaled.reshape(space.shape), params
+    )
+    return (
+      obs,
+      strong(state),
+      jnp.asarray(reward, jnp.float32),
+      jnp.asarray(terminated, bool),
+      jnp.asarray(truncated, bool),
+      info['final_observation'],
+    )
+
+  obs_dim = int(env.observation_space(params).shape[0])
+  return Env(name, obs_dim, act_dim, int(params.max_steps_in_episode), reset, step)
+
+
+def _brax(name: str, episode_length: int, backend: str) -> Env:
+  from brax import envs as brax_envs
+
+  env = brax_envs.get_environment(name, backend=backend)
+
+  def reset(key):
+    state = strong(env.reset(key))
+    return state.obs, (state, jnp.zeros((), jnp.int32))
+
+  def step(key, state, action):
+    inner, t = state
+    nxt = env.step(inner, action)
+    t = t + 1
+    terminated = nxt.done > 0.5
+    truncated = jnp.logical_and(t >= episode_length, jnp.logical_not(terminated))
+    done = jnp.logical_or(terminated, truncated)
+    obs_re, (state_re, t_re) = reset(key)
+    new_inner = jax.tree.map(lambda a, b: jnp.where(done, a, b), state_re, nxt)
+    obs = jnp.where(done, obs_re, nxt.obs)
+    new_state = strong((new_inner, jnp.where(done, t_re, t)))
+    return obs, new_state, nxt.reward, terminated, truncated, nxt.obs
+
+  return Env(name, int(env.observation_size), int(env.action_size), episode_length, reset, step)

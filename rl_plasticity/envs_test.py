@@ -1,0 +1,43 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from common.errors import ConfigError
+from rl_plasticity import envs
+
+
+def test_unknown_environment_is_a_one_line_error_listing_the_choices():
+  with pytest.raises(ConfigError) as e:
+    envs.make('cartpole')
+  assert 'valid: ant, halfcheetah, hopper, humanoid, pendulum, walker2d' in str(e.value)
+  assert '\n' not in str(e.value)
+
+
+def test_pendulum_scales_actions_and_auto_resets_with_the_true_final_observation():
+  env = envs.make('pendulum', episode_length=3)
+  assert (env.obs_dim, env.act_dim, env.episode_length) == (3, 1, 3)
+  obs, state = env.reset(jax.random.PRNGKey(0))
+  step = jax.jit(env.step)
+  for t in range(3):
+    prev = state
+    obs, state, reward, term, trunc, final = step(jax.random.PRNGKey(t), state, jnp.ones(1))
+    assert not bool(term)
+  assert bool(trunc) and int(state.time) == 0  # Reset after the time limit.
+  assert float(prev.last_u) == pytest.approx(2.0)  # Action +1 maps to the maximum torque, 2.
+  assert not np.allclose(final, obs)  # The transition's next observation is not the reset one.
+  assert float(state.last_u) == 0.0 and float(reward) < 0
+  assert step._cache_size() == 1  # Reset and step states share one signature (no weak types).
+
+
+@pytest.mark.slow
+def test_brax_hopper_interface():
+  env = envs.make('hopper', backend='mjx', episode_length=5)
+  assert (env.obs_dim, env.act_dim) == (11, 3)
+  # Reset under jit, as the training loop does (eager MJX reset commits some arrays to the device).
+  obs, state = jax.jit(env.reset)(jax.random.PRNGKey(0))
+  step = jax.jit(env.step)
+  for t in range(6):
+    obs, state, reward, term, trunc, final = step(jax.random.PRNGKey(t), state, jnp.zeros(3))
+  assert obs.shape == (11,) and np.isfinite(float(reward))
+  assert step._cache_size() == 1
