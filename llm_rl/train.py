@@ -10,6 +10,7 @@ Every stage resumes: a finished stage is read back, an interrupted one continues
 """
 
 import dataclasses
+import json
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -28,6 +29,7 @@ from llm_rl import analysis, rl as rl_lib, rollouts, tasks
 
 PROJECT = 'llm_rl'
 SFT_FILE = 'sft.json'
+IDENTITY_FILE = 'sft_config.json'
 DONE_FILE = 'done.json'
 
 
@@ -127,6 +129,17 @@ def run_sft(config, workdir, tokenizer, train_problems, test_problems, sampler_f
     raise ConfigError(
       f'{dropped} SFT texts exceed layout.prompt_len + layout.response_len = {lm.seq_len + 1} tokens; raise them'
     )
+  settings = {k: v for k, v in lm.to_dict().items() if k != 'dir'}  # Where it lives is not what it is.
+  identity = {'model_and_sft': settings, 'task': config.task.to_dict(), 'seed': config.seed}
+  identity = json.loads(json.dumps(identity))  # Tuples as lists, as read back.
+  saved = results.read_json(os.path.join(workdir, IDENTITY_FILE))
+  if saved is not None and saved != identity:
+    changed = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+    raise ConfigError(
+      f'the SFT run in {workdir} was made with other {"/".join(changed)} settings; use another sft.dir'
+    )
+  os.makedirs(workdir, exist_ok=True)
+  results.write_json(os.path.join(workdir, IDENTITY_FILE), identity)
   probe = test_problems[: config.sft.eval_problems]
 
   def stop_fn(state, step):
@@ -379,7 +392,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
     sampler_for().prompt_ids(p)  # A prompt longer than layout.prompt_len fails here, before compiling.
   if config.sft.enabled:
     start_params, sft_summary = run_sft(
-      config, os.path.join(workdir, 'sft'), policy.tokenizer, train_problems, test_problems, sampler_for
+      config,
+      config.sft.dir or os.path.join(workdir, 'sft'),
+      policy.tokenizer,
+      train_problems,
+      test_problems,
+      sampler_for,
     )
     logging.info(
       'SFT: test accuracy %.3f after %s steps',

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import pytest
 
@@ -56,8 +55,7 @@ def test_an_interrupted_rl_run_resumes_like_an_uninterrupted_one(smoke_run, tmp_
   config, workdir, _ = smoke_run
   config = default.get_config('smoke,methods=grpo')
   config.analysis.enabled = False
-  for name in ('straight', 'broken'):
-    shutil.copytree(os.path.join(workdir, 'sft'), tmp_path / name / 'sft')  # The SFT stage is read back.
+  config.sft.dir = os.path.join(workdir, 'sft')  # Both runs start from the smoke run's SFT, read back.
   train.train_and_evaluate(config, str(tmp_path / 'straight'))
 
   real, calls = rl_lib.iteration, []
@@ -79,6 +77,15 @@ def test_an_interrupted_rl_run_resumes_like_an_uninterrupted_one(smoke_run, tmp_
     return [{k: v for k, v in r.items() if 'time' not in k and 'wall' not in k} for r in out]
 
   assert rows('straight') == rows('broken') and len(rows('broken')) == 3  # Iteration 0 (eval), 1, 2.
+
+
+def test_a_shared_sft_dir_refuses_other_settings(smoke_run, tmp_path):
+  _, workdir, _ = smoke_run
+  config = default.get_config('smoke,methods=grpo')
+  config.sft.dir = os.path.join(workdir, 'sft')
+  config.model.d_model = 64
+  with pytest.raises(ConfigError, match='was made with other model_and_sft settings; use another sft.dir'):
+    train.train_and_evaluate(config, str(tmp_path))
 
 
 @pytest.mark.parametrize(

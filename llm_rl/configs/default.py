@@ -56,6 +56,7 @@ def get_config(arg=None):
   c.sft = ml_collections.ConfigDict(
     {
       'enabled': True,  # False: RL starts from the pretrained (gguf) params.
+      'dir': '',  # '' = <workdir>/sft; a shared folder lets runs of single methods start from one SFT.
       'steps': 3000,
       'batch_size': 128,
       'learning_rate': 1e-3,
