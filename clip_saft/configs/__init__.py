@@ -1,0 +1,1 @@
+"""Configs of clip_saft: `default.py` (procedural benchmark, `:smoke` for CPU), `gpu.py`, `paper.py`."""

@@ -1,0 +1,110 @@
+"""Tests of ShapeWorld-Shift (determinism, split definitions, captions) and of the ImageNet folder reader."""
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip_saft import data
+from common.errors import ConfigError
+
+N = 240
+
+
+@pytest.fixture(scope='module')
+def factors():
+  sample = jax.jit(lambda key, spec, labels: data.sample_factors(key, spec, labels))
+  labels = np.arange(N) % 12
+  return {
+    name: jax.tree.map(np.asarray, sample(data.split_key(0, name), data.spec_arrays(spec), labels))
+    for name, spec in data.SPLITS.items()
+  }
+
+
+def test_each_split_draws_only_its_factors(factors):
+  for name, spec in data.SPLITS.items():
+    f = factors[name]
+    assert set(f['style']) <= set(spec.styles), name
+    assert set(f['background']) <= set(spec.backgrounds), name
+    assert set(f['texture']) <= set(spec.textures), name
+    assert f['scale'].min() >= spec.scale[0] and f['scale'].max() <= spec.scale[1], name
+    assert f['clutter'].min() >= spec.clutter[0] and f['clutter'].max() <= spec.clutter[1], name
+  assert set(factors['web']['style']) == {0, 1, 2, 3} and set(factors['web']['background']) == set(range(5))
+  assert set(factors['train']['style']) == {0} and set(factors['sketch']['style']) == {1}
+  assert set(factors['rendition']['style']) == {2, 3}
+  assert factors['small_clutter']['clutter'].min() >= 2 and factors['small_clutter']['scale'].max() <= 0.22
+  assert factors['v2']['scale'].mean() < factors['id_test']['scale'].mean()  # The shifted size prior.
+  shortcut = np.mean(factors['shortcut_train']['colour'] == factors['shortcut_train']['shape'] % 10)
+  independent = np.mean(factors['shortcut_test']['colour'] == factors['shortcut_test']['shape'] % 10)
+  assert 0.85 <= shortcut <= 0.97 and independent < 0.25
+
+
+def test_splits_are_deterministic_and_independent_of_chunking():
+  a = data.make_split(0, 'small_clutter', 20, 6, 16, chunk=12)
+  b = data.make_split(0, 'small_clutter', 20, 6, 16, chunk=12)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  c = data.make_split(0, 'small_clutter', 12, 6, 16, chunk=12)
+  np.testing.assert_array_equal(a[0][:12], c[0])
+  other = data.make_split(1, 'small_clutter', 12, 6, 16, chunk=12)
+  assert not np.array_equal(other[0], c[0])
+  images, labels, _ = a
+  assert images.shape == (20, 16, 16, 3) and float(images.min()) >= 0 and float(images.max()) <= 1
+  np.testing.assert_array_equal(labels, np.arange(20) % 6)
+
+
+def test_sketches_are_pale_outlines():
+  images = np.asarray(data.make_split(0, 'sketch', 12, 6, 16, chunk=12)[0])  # Compiled above.
+  assert images.mean() > 0.8 and images.min() < 0.3  # Pale paper, dark lines.
+  assert np.abs(images[..., 0] - images[..., 2]).max() < 0.05  # No colour.
+
+
+def test_captions_follow_factors(factors):
+  tok = data.make_tokenizer()
+  captioner = data.Captioner(tok, 16, dropout=0.5)
+  f = jax.tree.map(lambda x: x[:60], factors['web'])
+  tokens = np.asarray(jax.jit(captioner.__call__)(f))
+  for row, caption in enumerate(tokens):
+    words = tok.decode(caption).split()
+    eot = list(caption).index(tok.eot)
+    assert caption[0] == tok.sot and caption.argmax() == eot and not caption[eot + 1 :].any()
+    assert data.SHAPES[f['shape'][row]] in words
+    if f['style'][row] == 1:
+      assert not set(words) & set(data.COLOUR_NAMES)  # A sketch shows no colour.
+    if 'of' in words:
+      assert words[1] == data.STYLES[f['style'][row]]
+  assert min(len(tok.decode(t).split()) for t in tokens) == 2  # Everything dropped: "a <shape>".
+  with pytest.raises(ConfigError, match='context_length'):
+    data.Captioner(tok, 8, 0.5)
+
+
+def make_folder(root, classes, per_class=3, size=(40, 30)):
+  for c in classes:
+    (root / c).mkdir(parents=True)
+    for i in range(per_class):
+      Image.new('RGB', size, (10 * i, 100, 200)).save(root / c / f'{i}.JPEG')
+
+
+def test_folder_reader(tmp_path):
+  wnids = ['n01', 'n02', 'n03']
+  make_folder(tmp_path / 'train', wnids)
+  items = data.read_class_folders(str(tmp_path / 'train'), wnids)
+  assert len(items) == 9 and sorted({lab for _, lab in items}) == [0, 1, 2]
+  shots = data.few_shot(items, 2, seed=0)
+  assert len(shots) == 6 and shots == data.few_shot(items, 2, seed=0)
+  make_folder(tmp_path / 'v2', ['0', '2'])
+  with pytest.raises(ConfigError, match="1 of 3 class folders missing \\(first: '1'\\)") as info:
+    data.read_class_folders(str(tmp_path / 'v2'), wnids, by_index=True)
+  assert '\n' not in str(info.value)
+  items = data.read_class_folders(str(tmp_path / 'v2'), wnids, by_index=True, subset=True)
+  assert sorted({lab for _, lab in items}) == [0, 2]
+  with pytest.raises(ConfigError, match="'n02' is not one of"):
+    data.read_class_folders(str(tmp_path / 'train'), ['n01', 'n03'])
+  with pytest.raises(ConfigError, match='does not exist'):
+    data.read_class_folders(str(tmp_path / 'nowhere'), wnids)
+  images, labels = next(data.folder_batches(shots, 24, 4))
+  assert images.shape == (4, 24, 24, 3) and labels.tolist() == [0, 0, 1, 1]
+  (tmp_path / 'classes.txt').write_text('n01 tench\nn02 goldfish\nn03 great white shark\n')
+  assert data.read_class_list(str(tmp_path / 'classes.txt')) == (
+    wnids,
+    ['tench', 'goldfish', 'great white shark'],
+  )
