@@ -1,0 +1,116 @@
+"""GenRL (Mazzaglia et al., NeurIPS 2024, arXiv 2406.18043) on a pure-JAX planar arm: the shared defaults.
+
+    python -m world_models.main --config=world_models/configs/default.py:smoke --workdir=/tmp/wm_smoke
+
+Stages, each a resumable sub-run of the workdir: offline data (random + scripted pose-holding actions) ->
+a tiny video-language model trained on a differently coloured arm with rule captions, then frozen ->
+world model + connector + aligner (one jitted scanned step, three optimizers) -> per prompt and method an
+actor-critic learned in imagination from the prompt's target latents -> evaluation in the real environment
+(ground-truth tolerance scores normalised by random and scripted-expert returns).
+
+`:smoke` (CPU, under 2 minutes; research note section 5.3): 32x32 frames, 16 envs x 64 steps, VLM width 8
+for 60 steps on 4-frame clips, RSSM deter 64 / stoch 8x8 / CNN depth 8 for 30 steps on 8 x 16 sequences,
+one text prompt, 10 actor-critic steps with horizon 12. Expected: all losses finite, the world-model loss
+falls, the crafted reward and alignment checks hold, no connector gradient reaches the world model, the
+aligner lowers the cosine distance of noisy embeddings. Behaviour scores at this size are noise.
+
+Without `smoke` this is the `gpu` plan's sizes (configs/gpu.py adds the acceptance claims and methods).
+"""
+
+import ml_collections
+
+from common import config as config_lib
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, smoke=False, seed=0)
+  c = ml_collections.ConfigDict()
+  c.experiment = 'default'
+  c.seed = arg.seed
+  c.env = ml_collections.ConfigDict({'image_size': 64, 'episode_length': 64})
+  c.data = ml_collections.ConfigDict({'num_envs': 4096, 'length': 128, 'scripted_fraction': 0.6})
+  c.vlm = ml_collections.ConfigDict(
+    {
+      'width': 32,
+      'embed_dim': 64,
+      'n_frames': 8,  # Frames per clip; the embedding of a chunk of n_frames steps is held over it.
+      'batch_size': 256,
+      'steps': 3000,
+      'lr': 1e-3,
+      'temperature': 0.07,
+    }
+  )
+  c.wm = ml_collections.ConfigDict(
+    {
+      'deter': 512,
+      'hidden': 512,
+      'stoch': 32,
+      'classes': 16,
+      'depth': 32,
+      'unimix': 0.01,
+      'single_obs_posterior': True,  # GenRL: the posterior reads the observation embedding only.
+      'kl_free': 1.0,
+      'kl_balance': 0.85,  # GenRL/DreamerV2 balance; dyn weight = scale * balance, rep = scale * (1 - balance).
+      'kl_scale': 0.6,
+      'lr': 1e-4,
+      'eps': 1e-8,
+      'clip': 1000.0,
+      'batch_size': 16,
+      'seq_len': 64,  # A multiple of vlm.n_frames.
+      'steps': 15000,
+      'log_every': 500,
+      'checkpoint_every': 2500,
+    }
+  )
+  c.connector = ml_collections.ConfigDict({'kl_free': 0.0, 'lr': 1e-4})
+  c.aligner = ml_collections.ConfigDict({'hidden': 32, 'noise': 0.5, 'lr': 1e-3})
+  c.behaviour = ml_collections.ConfigDict(
+    {
+      'prompts': ('arm pointing up', 'arm pointing left', 'arm pointing down', 'arm folded'),
+      # genrl | genrl_data_free | genrl_no_aligner | vlm_reward (VLM-RM baseline on decoded frames).
+      'methods': ('genrl',),
+      # text: the prompt's text embedding; video: the VLM embedding of a scripted demonstration of the prompt
+      # drawn in the VLM's appearance (GenRL's video prompts).
+      'modality': 'text',
+      'hidden': 256,
+      'layers': 2,
+      'horizon': 16,
+      'batch_size': 16,  # Replay sequences whose posterior states (batch x seq_len) start imagination.
+      'data_free_batch': 256,
+      'steps': 3000,
+      'actor_lr': 3e-5,
+      'critic_lr': 3e-5,
+      'eps': 1e-5,
+      'clip': 100.0,
+      'gamma': 0.99,
+      'lam': 0.95,
+      'slow_critic_every': 100,
+      'return_norm_rate': 0.01,
+      'align_window': 8,
+      'align': True,
+      'video_prob': 0.5,  # Data-free: share of start latents from the connector.
+      'warmup': 5,
+      'log_every': 500,
+      'checkpoint_every': 1000,
+    }
+  )
+  c.eval = ml_collections.ConfigDict({'episodes': 16})
+  # The gpu plan's acceptance (research note section 5.4); configs/gpu.py turns it on.
+  c.acceptance = ml_collections.ConfigDict(
+    {'enabled': False, 'min_score': 0.6, 'min_prompts': 3, 'min_margin': 0.1, 'min_data_free_ratio': 0.8}
+  )
+  if arg.smoke:
+    c.env.image_size = 32
+    c.env.episode_length = 32
+    c.data.num_envs = 16
+    c.data.length = 64
+    c.vlm.update(width=8, embed_dim=16, n_frames=4, batch_size=32, steps=60)
+    c.wm.update(deter=64, hidden=64, stoch=8, classes=8, depth=8, lr=1e-3, batch_size=8, seq_len=16)
+    c.wm.update(steps=30, log_every=10, checkpoint_every=10)
+    c.connector.lr = 1e-3
+    c.aligner.update(hidden=8, lr=3e-3)
+    c.behaviour.update(prompts=('arm pointing up',), hidden=32, layers=1, horizon=12, batch_size=2)
+    c.behaviour.update(data_free_batch=16, steps=10, actor_lr=1e-3, critic_lr=1e-3, slow_critic_every=5)
+    c.behaviour.update(log_every=5, checkpoint_every=5)
+    c.eval.episodes = 4
+  return c

@@ -1,0 +1,7 @@
+"""What reproduce.py runs for each preset (plain data, read without importing the project)."""
+
+EXPERIMENTS = {
+  'smoke': {'arm': ['-m', 'world_models.main', '--config=world_models/configs/default.py:smoke']},
+  'gpu': {'arm': ['-m', 'world_models.main', '--config=world_models/configs/gpu.py']},
+  'paper': {'arm': ['-m', 'world_models.main', '--config=world_models/configs/paper.py']},
+}

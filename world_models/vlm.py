@@ -1,0 +1,191 @@
+"""A tiny video-language model trained here (research note section 3.3), behind a small interface.
+
+GenRL uses a frozen InternVideo2; offline we train our own: a frame encoder (a small CNN) whose features are
+averaged over the frames of a clip, and a bag-of-words text encoder, contrastively aligned (symmetric InfoNCE
+with soft targets, since captions repeat in a batch) on clips of the arm drawn in `envs.VLM_LOOK` with
+rule-generated captions. After training it is frozen; the world model never sees a caption.
+
+Interface used by the rest of the project (any VLM with these four functions could replace it, e.g. the
+in-repo CLIP of `common/clip.py` once its API is settled):
+  `Tokenizer(vocab).encode(prompts)`, `init(config, rng)`, `embed_video(params, frames)`,
+  `embed_text(params, tokens)`; embeddings are unit vectors of size `embed_dim`.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from common.errors import ConfigError
+from world_models import envs
+
+VOCAB = ('<pad>', 'arm', 'pointing', 'bent', 'folded', 'up', 'down', 'left', 'right', 'the', 'a', 'robot')
+MAX_WORDS = 6
+
+
+class Tokenizer:
+  """Whitespace word tokenizer over a fixed vocabulary; an unknown word is a one-line ConfigError."""
+
+  def __init__(self, vocab=VOCAB, max_words: int = MAX_WORDS):
+    self.vocab = tuple(vocab)
+    self.index = {w: i for i, w in enumerate(self.vocab)}
+    self.max_words = max_words
+
+  def encode(self, prompts) -> np.ndarray:
+    out = np.zeros((len(prompts), self.max_words), np.int32)
+    for row, prompt in enumerate(prompts):
+      words = prompt.lower().split()
+      unknown = [w for w in words if w not in self.index]
+      if unknown or not words or len(words) > self.max_words:
+        raise ConfigError(
+          f"prompt '{prompt}' cannot be encoded by the VLM tokenizer (unknown words {unknown}, "
+          f'{len(words)} words, at most {self.max_words}): use words from {list(self.vocab[1:])}'
+        )
+      out[row, : len(words)] = [self.index[w] for w in words]
+    return out
+
+
+def normalize(x, axis=-1):
+  return x / (jnp.linalg.norm(x, axis=axis, keepdims=True) + 1e-6)
+
+
+class FrameEncoder(nn.Module):
+  width: int
+  embed_dim: int
+
+  @nn.compact
+  def __call__(self, frames):  # (..., S, S, 3) in [0, 1]
+    lead = frames.shape[:-3]
+    x = frames.reshape((-1,) + frames.shape[-3:]) - 0.5
+    for mult in (1, 2, 2):
+      x = nn.silu(nn.Conv(self.width * mult, (4, 4), strides=(2, 2))(x))
+    x = x.reshape(x.shape[0], -1)
+    x = nn.Dense(self.embed_dim)(nn.silu(nn.Dense(2 * self.width)(x)))
+    return x.reshape(lead + (self.embed_dim,))
+
+
+class TextEncoder(nn.Module):
+  vocab_size: int
+  width: int
+  embed_dim: int
+
+  @nn.compact
+  def __call__(self, tokens):  # (B, W) int, 0 = padding
+    mask = (tokens > 0).astype(jnp.float32)[..., None]
+    words = nn.Embed(self.vocab_size, self.width)(tokens)
+    pooled = jnp.sum(words * mask, -2) / jnp.maximum(jnp.sum(mask, -2), 1.0)
+    return nn.Dense(self.embed_dim)(nn.silu(nn.Dense(2 * self.width)(pooled)))
+
+
+class VideoLanguageModel(nn.Module):
+  width: int
+  embed_dim: int
+  vocab_size: int = len(VOCAB)
+
+  def setup(self):
+    self.frame_encoder = FrameEncoder(self.width, self.embed_dim)
+    self.text_encoder = TextEncoder(self.vocab_size, self.width, self.embed_dim)
+
+  def video(self, frames):  # (B, F, S, S, 3) -> (B, E): frame features averaged over time.
+    return normalize(jnp.mean(self.frame_encoder(frames), -2))
+
+  def text(self, tokens):
+    return normalize(self.text_encoder(tokens))
+
+  def __call__(self, frames, tokens):
+    return self.video(frames), self.text(tokens)
+
+
+def make_model(config) -> VideoLanguageModel:
+  return VideoLanguageModel(width=config.vlm.width, embed_dim=config.vlm.embed_dim)
+
+
+def init(config, rng):
+  size, n = config.env.image_size, config.vlm.n_frames
+  return make_model(config).init(rng, jnp.zeros((1, n, size, size, 3)), jnp.zeros((1, MAX_WORDS), jnp.int32))[
+    'params'
+  ]
+
+
+def check_video(frames, config):
+  want = (config.vlm.n_frames, config.env.image_size, config.env.image_size, 3)
+  if frames.ndim != 5 or tuple(frames.shape[1:]) != want:
+    raise ConfigError(
+      f'video prompt has shape {tuple(frames.shape)}; expected (batch,) + {want} frames in [0, 1]'
+    )
+
+
+def embed_video(config, params, frames):
+  return make_model(config).apply({'params': params}, frames, method=VideoLanguageModel.video)
+
+
+def embed_text(config, params, tokens):
+  return make_model(config).apply({'params': params}, tokens, method=VideoLanguageModel.text)
+
+
+def contrastive_loss(video, text, same, temperature):
+  """Symmetric InfoNCE with soft targets: `same[i, j]` is 1 where clips i and j share a caption."""
+  logits = video @ text.T / temperature
+  targets = same / jnp.sum(same, -1, keepdims=True)
+  loss_v = optax.softmax_cross_entropy(logits, targets)
+  loss_t = optax.softmax_cross_entropy(logits.T, targets)
+  return jnp.mean(loss_v + loss_t) / 2
+
+
+def sample_clips(rng, config, look=envs.VLM_LOOK):
+  """A batch of captioned clips: random start poses and velocities, random torques, caption of the last
+  frame's pose (rendered in `look`)."""
+  n, size, batch = config.vlm.n_frames, config.env.image_size, config.vlm.batch_size
+
+  def clip(rng):
+    rng_q, rng_qd, rng_a = jax.random.split(rng, 3)
+    state = envs.ArmState(
+      q=jax.random.uniform(rng_q, (2,), minval=-jnp.pi, maxval=jnp.pi),
+      qd=0.2 * jax.random.normal(rng_qd, (2,)),
+    )
+    actions = jax.random.uniform(rng_a, (n, 2), minval=-1, maxval=1)
+
+    def body(s, a):
+      return envs.step(s, a), (envs.render(s, size, look), s.q)
+
+    _, (frames, qs) = jax.lax.scan(body, state, actions)
+    return frames, envs.caption_index(qs[-1])
+
+  return jax.vmap(clip)(jax.random.split(rng, batch))
+
+
+def make_train_chunk(config):
+  model = make_model(config)
+  tx = optax.adam(config.vlm.lr)
+  caption_tokens = jnp.asarray(Tokenizer().encode(envs.CAPTIONS))
+
+  def loss_fn(params, frames, captions):
+    video, text = model.apply({'params': params}, frames, caption_tokens[captions])
+    same = (captions[:, None] == captions[None, :]).astype(jnp.float32)
+    return contrastive_loss(video, text, same, config.vlm.temperature)
+
+  def train_step(carry, step):
+    params, opt_state, rng = carry
+    frames, captions = sample_clips(jax.random.fold_in(rng, step), config)
+    loss, grad = jax.value_and_grad(loss_fn)(params, frames, captions)
+    updates, opt_state = tx.update(grad, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state, rng), loss
+
+  @jax.jit
+  def train(params, rng):
+    opt_state = tx.init(params)
+    (params, _, _), losses = jax.lax.scan(train_step, (params, opt_state, rng), jnp.arange(config.vlm.steps))
+    return params, losses
+
+  return train
+
+
+def caption_accuracy(config, params, rng, look=envs.AGENT_LOOK):
+  """Zero-shot caption retrieval accuracy on fresh clips drawn in `look` (the agent's appearance)."""
+  frames, captions = sample_clips(rng, config, look)
+  video = embed_video(config, params, frames)
+  text = embed_text(config, params, jnp.asarray(Tokenizer().encode(envs.CAPTIONS)))
+  return jnp.mean(jnp.argmax(video @ text.T, -1) == captions)
