@@ -67,6 +67,22 @@ def critic_state_values(
   return np.array([v[j, len(prefix)] for j, prefix in enumerate(prefixes)], np.float32)
 
 
+def _estimates(
+  sampler, params, prompts, prefixes, answers, *, truth_rollouts, ks, key, programs, value_params
+):
+  """(truth [N], {estimator: [N]}): the truth from ``truth_rollouts`` rollouts, MC(K) from max(ks) FRESH
+  rollouts (the first K of them), and the critic's V when there is one."""
+  truth, _ = sampler.mc_returns(
+    params, prompts, prefixes, answers, truth_rollouts, rollouts.optional_key(*key, 0)
+  )
+  fresh, _ = sampler.mc_returns(params, prompts, prefixes, answers, max(ks), rollouts.optional_key(*key, 1))
+  estimates = {f'mc_k{k}': fresh[:, :k].mean(1) for k in ks}
+  critic = critic_state_values(programs, value_params, sampler, prompts, prefixes)
+  if critic is not None:
+    estimates['critic'] = critic
+  return truth.mean(1), estimates
+
+
 def value_error(
   sampler: rollouts.Sampler,
   params,
@@ -88,15 +104,18 @@ def value_error(
   prompts = [s[2] for s in states]
   prefixes = [s[3] for s in states]
   answers = [episodes.problems[s[0]].answer for s in states]
-  truth, _ = sampler.mc_returns(
-    params, prompts, prefixes, answers, truth_rollouts, rollouts.optional_key(seed, 12)
+  v_true, estimates = _estimates(
+    sampler,
+    params,
+    prompts,
+    prefixes,
+    answers,
+    truth_rollouts=truth_rollouts,
+    ks=ks,
+    key=(seed, 12),
+    programs=programs,
+    value_params=value_params,
   )
-  fresh, _ = sampler.mc_returns(params, prompts, prefixes, answers, max(ks), rollouts.optional_key(seed, 13))
-  v_true = truth.mean(1)
-  estimates = {f'mc_k{k}': fresh[:, :k].mean(1) for k in ks}
-  critic = critic_state_values(programs, value_params, sampler, prompts, prefixes)
-  if critic is not None:
-    estimates['critic'] = critic
   position = np.array([s[1] for s in states])
   out = {'num_states': len(states), 'truth_rollouts': truth_rollouts, 'truth_mean': float(v_true.mean())}
   for name, est in estimates.items():
@@ -149,15 +168,19 @@ def ranking_accuracy(
     prompts.append(s[2])
     prefixes.append(prefix)
     answers.append(episodes.problems[s[0]].answer)
-  truth, _ = sampler.mc_returns(
-    params, prompts, prefixes, answers, truth_rollouts, rollouts.optional_key(seed, 24)
+  v_true, estimates = _estimates(
+    sampler,
+    params,
+    prompts,
+    prefixes,
+    answers,
+    truth_rollouts=truth_rollouts,
+    ks=ks,
+    key=(seed, 24),
+    programs=programs,
+    value_params=value_params,
   )
-  fresh, _ = sampler.mc_returns(params, prompts, prefixes, answers, max(ks), rollouts.optional_key(seed, 25))
-  v_true = truth.mean(1).reshape(-1, candidates)
-  estimates = {f'mc_k{k}': fresh[:, :k].mean(1) for k in ks}
-  critic = critic_state_values(programs, value_params, sampler, prompts, prefixes)
-  if critic is not None:
-    estimates['critic'] = critic
+  v_true = v_true.reshape(-1, candidates)
   out = {'num_states': len(states), 'candidates': candidates}
   for name, est in estimates.items():
     est = est.reshape(-1, candidates)

@@ -413,46 +413,45 @@ def iqm(values) -> float:
   return float(stats.iqm(np.asarray(values, np.float64)))
 
 
+def _ratio_claim(name, paper, td3, ours_final, key, threshold, *, at_most, fmt):
+  """NE's IQM of ``key`` over TD3's against ``threshold``; not measured without TD3 or a positive TD3 IQM."""
+  if td3 is None:
+    return results.Claim(name, paper, None, False, 'x TD3', 'not measured: td3 not run')
+  base, ours = iqm(td3[key]), iqm(ours_final[key])
+  if base <= 0:
+    return results.Claim(
+      name, paper, None, False, 'x TD3', f'not measured: TD3 IQM {base:{fmt}} <= 0, ratio undefined'
+    )
+  make = results.Claim.at_most if at_most else results.Claim.at_least
+  return make(
+    name,
+    paper=paper,
+    measured=ours / base,
+    threshold=threshold,
+    unit='x TD3',
+    note=f'NE {ours:{fmt}}, TD3 {base:{fmt}}',
+  )
+
+
 def build_claims(config, finals: Dict[str, dict]) -> List[results.Claim]:
   """The issue's acceptance claims from the per-seed final-10 % numbers of each method."""
   acc = config.acceptance
   claims = []
   td3_ = finals.get('td3')
   for variant in [m for m in ('ne', 'ne_code') if m in finals]:
-    name = f'{variant}: critic tau=0.1 dormant fraction <= {acc.max_dormant_ratio} x TD3 (IQM)'
-    paper = 'NE keeps fewer dormant neurons than TD3'
-    if td3_ is None:
-      claims.append(results.Claim(name, paper, None, False, 'x TD3', 'not measured: td3 not run'))
-    else:
-      base, ours = iqm(td3_['critic_dormant_0.1']), iqm(finals[variant]['critic_dormant_0.1'])
-      if base > 0:
-        claims.append(
-          results.Claim.at_most(
-            name, paper=paper, measured=ours / base, threshold=acc.max_dormant_ratio, unit='x TD3',
-            note=f'NE {ours:.4f}, TD3 {base:.4f}',
-          )
-        )  # fmt: skip
-      else:
-        claims.append(results.Claim(name, paper, ours, False, 'dormant fraction', 'TD3 has no dormant units'))
-    name = f'{variant}: return IQM / TD3 >= {acc.min_return_ratio}'
-    paper = 'NE matches or beats TD3'
-    if td3_ is None:
-      claims.append(results.Claim(name, paper, None, False, 'x TD3', 'not measured: td3 not run'))
-    else:
-      base, ours = iqm(td3_['return']), iqm(finals[variant]['return'])
-      if base > 0:
-        claims.append(
-          results.Claim.at_least(
-            name, paper=paper, measured=ours / base, threshold=acc.min_return_ratio, unit='x TD3',
-            note=f'NE {ours:.1f}, TD3 {base:.1f}',
-          )
-        )  # fmt: skip
-      else:
-        claims.append(
-          results.Claim(
-            name, paper, None, False, 'x TD3', f'not measured: TD3 IQM {base:.1f} <= 0, ratio undefined'
-          )
-        )
+    claims.append(
+      _ratio_claim(
+        f'{variant}: critic tau=0.1 dormant fraction <= {acc.max_dormant_ratio} x TD3 (IQM)',
+        'NE keeps fewer dormant neurons than TD3', td3_, finals[variant], 'critic_dormant_0.1',
+        acc.max_dormant_ratio, at_most=True, fmt='.4f',
+      )
+    )  # fmt: skip
+    claims.append(
+      _ratio_claim(
+        f'{variant}: return IQM / TD3 >= {acc.min_return_ratio}', 'NE matches or beats TD3', td3_,
+        finals[variant], 'return', acc.min_return_ratio, at_most=False, fmt='.1f',
+      )
+    )  # fmt: skip
   if 'redo' in finals:
     name = 'redo: critic tau=0.1 dormant fraction below TD3 (IQM)'
     if td3_ is None:
