@@ -73,9 +73,9 @@ def _estimates(
   """(truth [N], {estimator: [N]}): the truth from ``truth_rollouts`` rollouts, MC(K) from max(ks) FRESH
   rollouts (the first K of them), and the critic's V when there is one."""
   truth, _ = sampler.mc_returns(
-    params, prompts, prefixes, answers, truth_rollouts, rollouts.optional_key(*key, 0)
+    params, prompts, prefixes, answers, truth_rollouts, rollouts.phase_key(*key, 0)
   )
-  fresh, _ = sampler.mc_returns(params, prompts, prefixes, answers, max(ks), rollouts.optional_key(*key, 1))
+  fresh, _ = sampler.mc_returns(params, prompts, prefixes, answers, max(ks), rollouts.phase_key(*key, 1))
   estimates = {f'mc_k{k}': fresh[:, :k].mean(1) for k in ks}
   critic = critic_state_values(programs, value_params, sampler, prompts, prefixes)
   if critic is not None:
@@ -97,7 +97,7 @@ def value_error(
   value_params=None,
 ) -> Dict:
   """MAE of MC(K) (and the critic, when given) against the truth, overall and by step position."""
-  episodes = sampler.episodes(params, problems, rollouts.optional_key(seed, 11))
+  episodes = sampler.episodes(params, problems, rollouts.phase_key(seed, 11))
   states = [
     s for s in _states(sampler, episodes, merge_answer, max_states) if len(s[3]) < sampler.layout.response_len
   ]
@@ -151,7 +151,7 @@ def ranking_accuracy(
   value_params=None,
 ) -> Dict:
   """1-of-``candidates`` next-step ranking accuracy of each estimator against the truth."""
-  episodes = sampler.episodes(params, problems, rollouts.optional_key(seed, 21))
+  episodes = sampler.episodes(params, problems, rollouts.phase_key(seed, 21))
   states = _states(sampler, episodes, merge_answer, 10**9)
   rng = np.random.default_rng([seed, 22])
   states = [states[i] for i in rng.permutation(len(states))[:num_states]]
@@ -159,7 +159,7 @@ def ranking_accuracy(
   # Candidate next steps: the first line of `candidates` continuations of each state.
   reqs = [list(s[2]) + list(s[3]) for s in states for _ in range(candidates)]
   budgets = [layout.response_len - len(s[3]) for s in states for _ in range(candidates)]
-  conts, _ = sampler.continue_(params, reqs, budgets, rollouts.optional_key(seed, 23))
+  conts, _ = sampler.continue_(params, reqs, budgets, rollouts.phase_key(seed, 23))
   prompts, prefixes, answers = [], [], []
   for j, cont in enumerate(conts):
     s = states[j // candidates]

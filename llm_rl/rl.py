@@ -251,7 +251,7 @@ def iteration(
   t0 = time.time()
   idx = rollouts.sample_indices(len(train_problems), rl.prompts_per_iteration, seed, it)
   problems = [train_problems[i] for i in idx for _ in range(rl.samples_per_prompt)]  # Prompt-major groups.
-  episodes = sampler.episodes(state.params, problems, rollouts.optional_key(seed, it, _PHASE_SAMPLE))
+  episodes = sampler.episodes(state.params, problems, rollouts.phase_key(seed, it, _PHASE_SAMPLE))
   batch = {
     'tokens': jnp.asarray(episodes.tokens),
     'kv_start': jnp.asarray(episodes.kv_start),
@@ -264,9 +264,7 @@ def iteration(
 
   t0 = time.time()
   if rl.method == 'vineppo':
-    adv, extra = vine_advantages(
-      sampler, state.params, episodes, rl, rollouts.optional_key(seed, it, _PHASE_MC)
-    )
+    adv, extra = vine_advantages(sampler, state.params, episodes, rl, rollouts.phase_key(seed, it, _PHASE_MC))
     stats.update(extra)
   elif rl.method == 'ppo':
     adv, extra = critic_advantages(programs, state, episodes, batch)
@@ -321,5 +319,5 @@ def iteration(
 
 def accuracy(sampler: rollouts.Sampler, params, problems, seed: int) -> float:
   """Greedy pass@1 on ``problems``."""
-  eps = sampler.episodes(params, problems, rollouts.optional_key(seed, _PHASE_EVAL), greedy=True)
+  eps = sampler.episodes(params, problems, rollouts.phase_key(seed, _PHASE_EVAL), greedy=True)
   return float(eps.rewards.mean())

@@ -105,7 +105,7 @@ class Sampler:
       rng=rng,
       eos_id=self.tokenizer.eos_id,
       pad_id=self.tokenizer.pad_id,
-      batch_size=min(self.batch_size, len(prompts)) if len(prompts) < self.batch_size else self.batch_size,
+      batch_size=min(self.batch_size, len(prompts)),
       length_bucket=self.layout.prompt_len,
     )
     eos = self.tokenizer.eos_id
@@ -194,9 +194,7 @@ def step_ends(
     for e in ends:  # Tokens spanning two steps can merge boundaries: keep them strictly increasing.
       if e > (clean[-1] if clean else 0):
         clean.append(e)
-    if clean[-1] != len(ids):
-      clean[-1] = len(ids)
-    out.append(clean)
+    out.append(clean)  # Ends with len(ids): no boundary lies past the last token.
   return out
 
 
@@ -221,7 +219,8 @@ def sample_indices(n_items: int, count: int, seed: int, iteration: int, salt: in
   return np.random.default_rng([seed, iteration, salt]).integers(0, n_items, count)
 
 
-def optional_key(seed: int, *path: int) -> Optional[jax.Array]:
+def phase_key(seed: int, *path: int) -> jax.Array:
+  """PRNG key of (seed, *path), e.g. (seed, iteration, phase): sampling is a function of where it happens."""
   key = jax.random.PRNGKey(seed)
   for p in path:
     key = jax.random.fold_in(key, p)

@@ -120,7 +120,7 @@ def make_policy(config) -> Policy:
   return Policy(model, loaded.params, tok, render)
 
 
-def run_sft(config, workdir, tokenizer, train_problems, test_problems, sampler_for):
+def run_sft(config, workdir, tokenizer, train_problems, test_problems, sampler):
   """SFT until ``sft.stop_accuracy`` greedy test accuracy (or ``sft.steps``); returns (params, summary)."""
   lm = lm_config(config)
   texts = [(tasks.format_prompt(p), tasks.format_target(p)) for p in train_problems]
@@ -143,7 +143,7 @@ def run_sft(config, workdir, tokenizer, train_problems, test_problems, sampler_f
   probe = test_problems[: config.sft.eval_problems]
 
   def stop_fn(state, step):
-    acc = rl_lib.accuracy(sampler_for(), state.params, probe, config.seed)
+    acc = rl_lib.accuracy(sampler, state.params, probe, config.seed)
     stop = acc >= config.sft.stop_accuracy and step >= config.sft.min_steps_before_stop
     return stop, {'accuracy': acc}
 
@@ -152,28 +152,32 @@ def run_sft(config, workdir, tokenizer, train_problems, test_problems, sampler_f
   )
   if not summary.pop('read_back', False):
     summary['test_accuracy'] = rl_lib.accuracy(
-      sampler_for(), state.params, test_problems[: config.rl.eval_problems], config.seed
+      sampler, state.params, test_problems[: config.rl.eval_problems], config.seed
     )
     sft.write_summary(workdir, SFT_FILE, summary)
   return state.params, summary
 
 
-def run_method(config, method, workdir, sampler, sft_params, train_problems, test_problems):
-  """One RL run (resumable); returns its summary (accuracy curve, timings, final params)."""
+def run_method(config, method, workdir, sampler, start_params, start_accuracy, train_problems, test_problems):
+  """One RL run (resumable); returns its summary (accuracy curve, timings, final state and programs).
+
+  ``start_accuracy`` is the greedy accuracy of ``start_params`` on the same test problems, logged as
+  iteration 0 (every method starts there; it is measured once, before the methods).
+  """
   rl = config.rl.copy_and_resolve_references()
   rl.method = method
   programs = rl_lib.Programs(sampler.model, sampler.layout, rl)
   evalset = test_problems[: rl.eval_problems]
-  init = programs.init_state(sft_params)
+  init = programs.init_state(start_params)
   done = results.read_json(os.path.join(workdir, DONE_FILE))
   with checkpoint.Checkpointer(workdir, every=rl.checkpoint_every, keep=1) as ckpt:
     state, start = ckpt.restore_or_init(init)
     if done is not None:
-      return {**done, 'state': state, 'programs': programs, 'sampler': sampler}
+      return {**done, 'state': state, 'programs': programs}
     elapsed = 0.0
     with metrics_lib.MetricWriter(workdir, resume_step=start) as writer:
       if start == 0:
-        writer.write(0, {'eval': {'accuracy': rl_lib.accuracy(sampler, state.params, evalset, config.seed)}})
+        writer.write(0, {'eval': {'accuracy': start_accuracy}})
       for it in metrics_lib.chunks(rl.iterations, 1, start=start, desc=f'RL {method}'):
         t0 = time.time()
         state, stats = rl_lib.iteration(programs, sampler, state, train_problems, config.seed)
@@ -216,7 +220,7 @@ def run_method(config, method, workdir, sampler, sft_params, train_problems, tes
     'seconds_this_session': round(elapsed, 1),
   }
   results.write_json(os.path.join(workdir, DONE_FILE), summary)
-  return {**summary, 'state': state, 'programs': programs, 'sampler': sampler}
+  return {**summary, 'state': state, 'programs': programs}
 
 
 def first_reaching(curve, target: float):
@@ -227,9 +231,7 @@ def first_reaching(curve, target: float):
   return None
 
 
-def make_claims(
-  config, sft_summary: Dict, runs: Dict[str, Dict], value: Dict, smoke: bool
-) -> List[results.Claim]:
+def make_claims(sft_summary: Dict, runs: Dict[str, Dict], value: Dict, smoke: bool) -> List[results.Claim]:
   claims = []
   if not sft_summary.get('skipped'):
     loss0, loss1 = sft_summary['initial_train_loss'], sft_summary['final_train_loss']
@@ -376,20 +378,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
   policy = make_policy(config)
   layout = rollouts.Layout(config.layout.prompt_len, config.layout.response_len)
 
-  def sampler_for():
-    return rollouts.Sampler(
-      policy.model,
-      policy.tokenizer,
-      layout,
-      temperature=config.rl.temperature,
-      top_p=config.rl.top_p,
-      batch_size=config.rl.sample_batch,
-      render=policy.render,
-      parse=config.task.answer,
-    )
-
+  sampler = rollouts.Sampler(
+    policy.model,
+    policy.tokenizer,
+    layout,
+    temperature=config.rl.temperature,
+    top_p=config.rl.top_p,
+    batch_size=config.rl.sample_batch,
+    render=policy.render,
+    parse=config.task.answer,
+  )
   for p in test_problems[:1] + train_problems[:1]:
-    sampler_for().prompt_ids(p)  # A prompt longer than layout.prompt_len fails here, before compiling.
+    sampler.prompt_ids(p)  # A prompt longer than layout.prompt_len fails here, before compiling.
   if config.sft.enabled:
     start_params, sft_summary = run_sft(
       config,
@@ -397,7 +397,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
       policy.tokenizer,
       train_problems,
       test_problems,
-      sampler_for,
+      sampler,
     )
     logging.info(
       'SFT: test accuracy %.3f after %s steps',
@@ -411,7 +411,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
     sft_summary = {
       'skipped': True,
       'test_accuracy': rl_lib.accuracy(
-        sampler_for(), start_params, test_problems[: config.rl.eval_problems], config.seed
+        sampler, start_params, test_problems[: config.rl.eval_problems], config.seed
       ),
     }
   runs = {}
@@ -420,8 +420,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
       config,
       method,
       os.path.join(workdir, 'rl', method),
-      sampler_for(),
+      sampler,
       start_params,
+      sft_summary['test_accuracy'],
       train_problems,
       test_problems,
     )
@@ -441,19 +442,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
         value_params=r['state'].value_params,
       )
       probs = test_problems[: a.problems]
-      value = analysis.value_error(r['sampler'], r['state'].params, probs, max_states=a.max_states, **kw)
+      value = analysis.value_error(sampler, r['state'].params, probs, max_states=a.max_states, **kw)
       ranking = analysis.ranking_accuracy(
-        r['sampler'], r['state'].params, probs, num_states=a.ranking_states, **kw
+        sampler, r['state'].params, probs, num_states=a.ranking_states, **kw
       )
       results.write_json(path, {'value': value, 'ranking': ranking})
     else:
       value, ranking = saved['value'], saved['ranking']
   smoke = config.experiment == 'smoke'
-  claims = make_claims(config, sft_summary, runs, value, smoke)
+  claims = make_claims(sft_summary, runs, value, smoke)
   plots = make_plots(workdir, runs, value, ranking)
-  public = {
-    m: {k: v for k, v in r.items() if k not in ('state', 'programs', 'sampler')} for m, r in runs.items()
-  }
+  public = {m: {k: v for k, v in r.items() if k not in ('state', 'programs')} for m, r in runs.items()}
   extra = {
     'sft': sft_summary,
     'runs': public,
