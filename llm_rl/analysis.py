@@ -117,7 +117,14 @@ def value_error(
     value_params=value_params,
   )
   position = np.array([s[1] for s in states])
-  out = {'num_states': len(states), 'truth_rollouts': truth_rollouts, 'truth_mean': float(v_true.mean())}
+  out = {
+    'num_states': len(states),
+    'truth_rollouts': truth_rollouts,
+    'truth_mean': float(v_true.mean()),
+    # The mean per-state Bernoulli std sqrt(V(1 - V)): 0 when every state is surely won or surely lost (a
+    # collapsed policy), where any estimator is exact and the comparison says nothing.
+    'truth_spread': float(np.sqrt(v_true * (1 - v_true)).mean()) if len(states) else 0.0,
+  }
   for name, est in estimates.items():
     err = np.abs(est - v_true)
     out[f'mae_{name}'] = float(err.mean())

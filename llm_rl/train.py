@@ -31,6 +31,9 @@ PROJECT = 'llm_rl'
 SFT_FILE = 'sft.json'
 IDENTITY_FILE = 'sft_config.json'
 DONE_FILE = 'done.json'
+# The value analysis compares estimators only where outcomes are uncertain: below this mean per-state
+# Bernoulli std of the truth (e.g. a collapsed policy that always fails) its claims fail as void.
+MIN_TRUTH_SPREAD = 0.05
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -297,23 +300,28 @@ def make_claims(sft_summary: Dict, runs: Dict[str, Dict], value: Dict, smoke: bo
       )
     )
   if value:
-    claims.append(
+    # States whose outcome is already certain make every estimator exact: the comparison is void there.
+    spread = value.get('truth_spread', 1.0)
+    void = spread < MIN_TRUTH_SPREAD
+    suffix = f' (invalid: truth spread {spread:.3f} < {MIN_TRUTH_SPREAD})' if void else ''
+    value_claims = [
       results.Claim.at_most(
-        f'MC(K=9) value MAE vs {value["truth_rollouts"]}-rollout truth',
+        f'MC(K=9) value MAE vs {value["truth_rollouts"]}-rollout truth{suffix}',
         paper='70-90 % accurate',
         measured=round(value['mae_mc_k9'], 4),
         threshold=0.15,
       )
-    )
+    ]
     if 'mae_critic' in value:
-      claims.append(
+      value_claims.append(
         results.Claim.at_least(
-          "PPO critic's value MAE minus MC(K=9)'s",
+          f"PPO critic's value MAE minus MC(K=9)'s{suffix}",
           paper='critic much worse',
           measured=round(value['mae_critic'] - value['mae_mc_k9'], 4),
           threshold=1e-9,
         )
       )
+    claims += [dataclasses.replace(c, passed=False) if void else c for c in value_claims]
   return claims
 
 

@@ -138,3 +138,15 @@ def test_smollm2_config_runs_one_iteration_of_vineppo_and_ppo(tmp_path):
     assert (
       extra['runs'][method]['all_losses_finite'] and extra['runs'][method]['grad_steps'] == 2
     )  # 2 epochs.
+
+
+@pytest.mark.parametrize('spread, void', [(0.0, True), (0.3, False)])
+def test_value_claims_are_void_when_every_outcome_is_certain(spread, void):
+  # A collapsed policy (every state surely lost) makes every estimator exact: such a comparison must fail.
+  sft_summary = {'skipped': True, 'test_accuracy': 0.5}
+  value = {'truth_rollouts': 256, 'mae_mc_k9': 0.0, 'mae_critic': 0.01, 'truth_spread': spread}
+  claims = train.make_claims(sft_summary, {}, value, smoke=False)
+  value_claims = [c for c in claims if 'MAE' in c.name]
+  assert len(value_claims) == 2
+  assert all(c.passed == (not void) for c in value_claims)
+  assert all(('invalid' in c.name) == void for c in value_claims)
