@@ -2,10 +2,10 @@
 # One device call that runs several small experiments side by side on one GPU (each takes a slice of its
 # memory), each under TIMEOUT seconds; rerunning the same call resumes them (workdirs under runs/gpu/, kept
 # while the machine stays warm). Wall-clocks measured this way are shared-GPU times: say so where reported.
-# Each NAME=CONFIG runs `python -m PROJECT.main --config=CONFIG --workdir=runs/gpu/NAME` (PROJECT = the
-# config's folder); results.json claims are printed and the workdirs, without checkpoints or TensorBoard
-# files, are packed into $OUT/NAME.tgz.
-# Usage: bash tools/gpu_parallel.sh TIMEOUT NAME=CONFIG [NAME=CONFIG ...]
+# Each 'NAME=CONFIG [FLAGS...]' runs `python -m PROJECT.main --config=CONFIG FLAGS --workdir=runs/gpu/NAME`
+# (PROJECT = the config's folder; quote a spec that has flags); results.json claims are printed and the
+# workdirs, without checkpoints or TensorBoard files, are packed into $OUT/NAME.tgz.
+# Usage: bash tools/gpu_parallel.sh TIMEOUT 'NAME=CONFIG [FLAGS...]' ['NAME=CONFIG [FLAGS...]' ...]
 set -u
 export PYTHONUNBUFFERED=1
 timeout_s=$1; shift
@@ -19,10 +19,11 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 mkdir -p "$OUT" runs/gpu
 declare -A pids
 for spec in "$@"; do
-  name=${spec%%=*}; config=${spec#*=}; project=${config%%/*}
+  name=${spec%%=*}; rest=${spec#*=}; config=${rest%% *}; project=${config%%/*}
+  read -r -a flags <<< "${rest#"$config"}"
   ( start=$(date +%s)
-    timeout "$timeout_s" python3 -m "$project.main" --config="$config" --workdir="runs/gpu/$name" \
-      >> "runs/gpu/$name.log" 2>&1
+    timeout "$timeout_s" python3 -m "$project.main" --config="$config" "${flags[@]}" \
+      --workdir="runs/gpu/$name" >> "runs/gpu/$name.log" 2>&1
     echo "exit $? after $(( $(date +%s) - start )) s" >> "runs/gpu/$name.log" ) &
   pids[$name]=$!
 done
