@@ -20,6 +20,10 @@ context). The colour-shortcut diagnostic: `shortcut_train` (colour predicts the 
 `shortcut_test` (colour independent of class).
 
 Every image is a pure function of (seed, split, index): `jax.random.fold_in` all the way down.
+
+Ours, not the paper's (off by default): `spec_arrays(..., shape_noise, photo_fraction)` weakens the web
+stream on the fine-tuning task (captions naming a random shape; fewer photo-style images); config keys
+`data.web_shape_noise` and `data.web_photo_fraction`.
 """
 
 from __future__ import annotations
@@ -120,8 +124,39 @@ SPLITS = {
 OOD_SPLITS = ('v2', 'sketch', 'rendition', 'small_clutter')
 
 
-def spec_arrays(spec: SplitSpec) -> dict:
-  """A split's definition as arrays, so one compiled sampler serves every split."""
+def check_web_knobs(shape_noise, photo_fraction) -> None:
+  """One-line ConfigError unless `shape_noise` is in [0, 1) and `photo_fraction` is in (0, 1] or None."""
+
+  def is_number(x):
+    return isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool)
+
+  if not (is_number(shape_noise) and 0.0 <= shape_noise < 1.0):
+    raise ConfigError(
+      f'data.web_shape_noise must be a float in [0, 1) (0 = true shape in every caption), got {shape_noise!r}'
+    )
+  if photo_fraction is not None and not (is_number(photo_fraction) and 0.0 < photo_fraction <= 1.0):
+    raise ConfigError(
+      'data.web_photo_fraction must be a float in (0, 1] or None (styles uniform, as before), '
+      f'got {photo_fraction!r}'
+    )
+
+
+def spec_arrays(spec: SplitSpec, shape_noise: float = 0.0, photo_fraction: float | None = None) -> dict:
+  """A split's definition as arrays, so one compiled sampler serves every split.
+
+  Two knobs of ours (not the paper's), meant for the web stream, to weaken pretraining on the fine-tuning
+  task; their defaults leave every draw as it was:
+  - `shape_noise`: with this probability a caption names a shape drawn uniformly from the classes (possibly
+    the true one) instead of the true shape (the image is unchanged);
+  - `photo_fraction`: the fraction of images in the 'photo' style; the split's other styles share the rest
+    equally. None: styles uniform over the allowed ones.
+  """
+  check_web_knobs(shape_noise, photo_fraction)
+  if photo_fraction is not None and not (0 in spec.styles and len(spec.styles) > 1):
+    raise ConfigError(
+      f'photo_fraction {photo_fraction} needs a split drawing the photo style and another one, got styles '
+      f'{spec.styles}; use it on the web split'
+    )
   allowed = lambda options, n: jnp.zeros((n,), bool).at[jnp.asarray(options)].set(True)  # noqa: E731
   return {
     'styles': allowed(spec.styles, len(STYLES)),
@@ -130,6 +165,8 @@ def spec_arrays(spec: SplitSpec) -> dict:
     'scale': jnp.asarray(spec.scale, jnp.float32),
     'clutter': jnp.asarray(spec.clutter, jnp.int32),
     'shortcut_p': jnp.float32(-1.0 if spec.shortcut_p is None else spec.shortcut_p),
+    'shape_noise': jnp.float32(shape_noise),
+    'photo_fraction': jnp.float32(-1.0 if photo_fraction is None else photo_fraction),
   }
 
 
@@ -156,12 +193,18 @@ def sample_factors(key, spec: SplitSpec | dict, labels, start=0) -> dict:
     colour = jnp.floor(f[0] * len(COLOURS)).astype(jnp.int32)
     colour = jnp.where(f[1] < spec['shortcut_p'], label % len(COLOURS), colour)
     lo, hi = spec['clutter'][0], spec['clutter'][1]
+    style = _pick(f[4], spec['styles'])
+    # photo_fraction >= 0: photo when f[4] < p, else the other allowed styles uniformly from the rest of f[4].
+    p = spec['photo_fraction']
+    rest = jnp.minimum((f[4] - p) / jnp.maximum(1.0 - p, 1e-6), 0.99999994)
+    other = _pick(rest, spec['styles'].at[0].set(False))
+    style = jnp.where(p < 0, style, jnp.where(f[4] < p, 0, other))
     return {
       'shape': label,
       'colour': colour,
       'texture': _pick(f[2], spec['textures']),
       'background': _pick(f[3], spec['backgrounds']),
-      'style': _pick(f[4], spec['styles']),
+      'style': style,
       'scale': spec['scale'][0] + f[5] * (spec['scale'][1] - spec['scale'][0]),
       'center': 0.4 + 0.2 * f[6:8],
       'angle': -0.3 + 0.6 * f[8],
@@ -330,7 +373,7 @@ class Captioner:
       'SIZE': jnp.where(small, 0, 1),
       'COLOUR': f['colour'],
       'TEXTURE': f['texture'],
-      'SHAPE': f['shape'],
+      'SHAPE': f.get('caption_shape', f['shape']),  # A noisy web caption may name another shape.
       'BACKGROUND': f['background'],
     }
     words, keep = [], []
@@ -362,11 +405,19 @@ def split_key(seed, split: str, index=0):
 
 def split_factors(key, spec, uniform_labels, start, n: int, num_classes: int):
   """Labels and factors of rows start..start+n-1 of a split: labels row % C, or uniform when
-  `uniform_labels` (the web stream), drawn per row from fold_in(key, row + 2**30)."""
+  `uniform_labels` (the web stream), drawn per row from fold_in(key, row + 2**30). `caption_shape` is the
+  shape the caption names: the label, or with probability `spec['shape_noise']` a uniform one of the C
+  classes, drawn from fold_in(fold_in(key, row + 2**30), 1) (so no other draw changes)."""
+  spec = spec_arrays(spec) if isinstance(spec, SplitSpec) else spec
   rows = start + jnp.arange(n)
-  uniform = jax.vmap(lambda r: jax.random.randint(jax.random.fold_in(key, r + (1 << 30)), (), 0, num_classes))
+  label_key = lambda r: jax.random.fold_in(key, r + (1 << 30))  # noqa: E731
+  uniform = jax.vmap(lambda r: jax.random.randint(label_key(r), (), 0, num_classes))
   labels = jnp.where(uniform_labels, uniform(rows), rows % num_classes)
-  return labels, sample_factors(key, spec, labels, start)
+  factors = sample_factors(key, spec, labels, start)
+  noise = jax.vmap(lambda r: jax.random.uniform(jax.random.fold_in(label_key(r), 1), (2,)))(rows)
+  named = jnp.floor(noise[:, 1] * num_classes).astype(jnp.int32)
+  factors['caption_shape'] = jnp.where(noise[:, 0] < spec['shape_noise'], named, labels)
+  return labels, factors
 
 
 @functools.partial(jax.jit, static_argnames=('n', 'num_classes', 'size'))

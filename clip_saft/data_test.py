@@ -108,3 +108,87 @@ def test_folder_reader(tmp_path):
     wnids,
     ['tench', 'goldfish', 'great white shark'],
   )
+
+
+WEB_ROWS = 4000
+
+
+@pytest.fixture(scope='module')
+def web():
+  """Factors (no images) of 4000 web rows, 12 classes, under each setting of our knobs: one compilation."""
+  sample = jax.jit(lambda key, spec: data.split_factors(key, spec, True, 0, WEB_ROWS, 12)[1])
+  key = data.split_key(0, 'web', 3)
+  knobs = {
+    'default': {},
+    'zero': dict(shape_noise=0.0),
+    'noisy': dict(shape_noise=0.3),
+    'photo': dict(photo_fraction=0.05),
+  }
+  return {
+    name: jax.tree.map(np.asarray, sample(key, data.spec_arrays(data.SPLITS['web'], **kw)))
+    for name, kw in knobs.items()
+  }
+
+
+@pytest.fixture(scope='module')
+def web_captioner():
+  return jax.jit(data.Captioner(data.make_tokenizer(), 16, dropout=0.4).__call__)
+
+
+def same_except(a, b, keys):
+  for name in a:
+    if name not in keys:
+      np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_web_shape_noise_zero_leaves_captions_bit_identical(web, web_captioner):
+  before = {k: v for k, v in web['default'].items() if k != 'caption_shape'}  # Captions from the shape.
+  same_except(web['zero'], web['default'], ())
+  np.testing.assert_array_equal(web['default']['caption_shape'], web['default']['shape'])
+  np.testing.assert_array_equal(web_captioner(web['zero']), web_captioner(before))
+
+
+def test_web_shape_noise_names_random_shapes_at_the_expected_rate(web, web_captioner):
+  noisy = web['noisy']
+  same_except(noisy, web['default'], ('caption_shape',))  # Images and labels unchanged.
+  wrong = np.mean(noisy['caption_shape'] != noisy['shape'])
+  assert abs(wrong - 0.3 * (1 - 1 / 12)) < 0.03, wrong
+  assert set(noisy['caption_shape']) == set(range(12))
+  tok = data.make_tokenizer()
+  tokens = np.asarray(web_captioner(noisy))  # Compiled for these shapes above.
+  for row, caption in enumerate(tokens[:100]):
+    words = tok.decode(caption).split()
+    named, true = noisy['caption_shape'][row], noisy['shape'][row]
+    assert data.SHAPES[named] in words and (named == true or data.SHAPES[true] not in words)
+
+
+def test_web_photo_fraction_is_respected(web):
+  photo = web['photo']
+  same_except(photo, web['default'], ('style',))
+  share = np.bincount(photo['style'], minlength=4) / WEB_ROWS
+  assert abs(share[0] - 0.05) < 0.015 and np.all(np.abs(share[1:] - 0.95 / 3) < 0.03), share
+  default_share = np.bincount(web['default']['style'], minlength=4) / WEB_ROWS
+  assert np.all(np.abs(default_share - 0.25) < 0.03), default_share
+
+
+@pytest.mark.parametrize(
+  'noise,photo,match',
+  [
+    (1.0, None, 'web_shape_noise'),
+    (-0.1, None, 'web_shape_noise'),
+    (float('nan'), None, 'web_shape_noise'),
+    (True, None, 'web_shape_noise'),
+    (0.0, 0.0, 'web_photo_fraction'),
+    (0.0, 1.5, 'web_photo_fraction'),
+    (0.0, '0.5', 'web_photo_fraction'),
+  ],
+)
+def test_bad_web_knobs_are_one_line_errors(noise, photo, match):
+  with pytest.raises(ConfigError, match=match) as info:
+    data.spec_arrays(data.SPLITS['web'], noise, photo)
+  assert '\n' not in str(info.value)
+
+
+def test_photo_fraction_needs_a_split_with_photo_and_other_styles():
+  with pytest.raises(ConfigError, match='photo_fraction'):
+    data.spec_arrays(data.SPLITS['sketch'], photo_fraction=0.5)

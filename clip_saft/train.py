@@ -89,6 +89,13 @@ def check_config(config) -> None:
     raise ConfigError(f"saft.score must be one of {saft.SCORES}, got '{config.saft.score}'")
   if config.tokenizer not in ('word', 'clip_bpe'):
     raise ConfigError(f"tokenizer must be 'word' or 'clip_bpe', got '{config.tokenizer}'")
+  data.check_web_knobs(config.data.web_shape_noise, config.data.web_photo_fraction)
+  every, log_every = config.pretrain.eval_every, config.pretrain.log_every
+  if not isinstance(every, int) or every < 0 or (every and every % log_every):
+    raise ConfigError(
+      f'pretrain.eval_every must be 0 (off) or a positive multiple of pretrain.log_every ({log_every}), '
+      f'got {every!r}'
+    )
 
 
 def make_tokenizer(config):
@@ -106,6 +113,12 @@ def model_input(images):
 # 1. Contrastive pretraining on the web stream.
 
 
+def web_spec(config) -> dict:
+  """The web split's arrays with our knobs (`data.web_shape_noise`, `data.web_photo_fraction`)."""
+  d = config.data
+  return data.spec_arrays(data.SPLITS['web'], d.web_shape_noise, d.web_photo_fraction)
+
+
 def make_pretrain(config, model, tokenizer):
   c = config.pretrain
   lr = schedules.warmup_cosine(c.lr, max(c.steps, 1), warmup_steps=min(c.warmup_steps, max(c.steps - 1, 0)))
@@ -113,7 +126,7 @@ def make_pretrain(config, model, tokenizer):
   decay = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)  # noqa: E731
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, weight_decay=c.weight_decay, mask=decay))
   captioner = data.Captioner(tokenizer, config.model.context_length, config.data.caption_dropout)
-  spec = data.spec_arrays(data.SPLITS['web'])
+  spec = web_spec(config)
   num_classes, size = config.data.num_classes, config.data.image_size
 
   def init(rng):
@@ -154,10 +167,13 @@ def make_pretrain(config, model, tokenizer):
   return init, chunk
 
 
-def pretrain(config, workdir, model, tokenizer, stop_after: int | None = None):
+def pretrain(config, workdir, model, tokenizer, stop_after: int | None = None, evaluator=None):
   """Pretrained CLIP params (resumes from the workdir's checkpoints); `(params, [(step, loss)])`.
 
   `stop_after`: return after this many steps, as a pre-empted job would (the resume test).
+  `pretrain.eval_every` > 0: every that many steps and at the last, the zero-shot accuracy of the current
+  params (`evaluator`, built here if None) goes into the same metrics row as the loss:
+  `pretrain/zero_shot_id` (first eval split) and `pretrain/zero_shot_ood` (mean of the others).
   """
   if config.init_checkpoint:
     with np.load(config.init_checkpoint) as f:
@@ -165,6 +181,8 @@ def pretrain(config, workdir, model, tokenizer, stop_after: int | None = None):
     return clip.from_openai_state_dict(state_dict, clip_config(config)), []
   init, chunk = cached('pretrain', config, lambda: make_pretrain(config, model, tokenizer))
   c = config.pretrain
+  if c.eval_every and evaluator is None:
+    evaluator = Evaluator(config, model, tokenizer)
   history = []
   with checkpoint.Checkpointer(os.path.join(workdir, 'pretrain'), every=c.checkpoint_every, keep=2) as ckpt:
     state, start = ckpt.restore_or_init(init(jax.random.PRNGKey(config.seed)))
@@ -173,6 +191,8 @@ def pretrain(config, workdir, model, tokenizer, stop_after: int | None = None):
     with metrics.MetricWriter(workdir, resume_step=start) as writer:
       for begin, end in metrics.chunks(c.steps, c.log_every, start=start, desc='pretrain'):
         state, last = chunk(state, end - begin)
+        if c.eval_every and (end % c.eval_every == 0 or end == c.steps):
+          last = {**last, **evaluator.zero_shot(state.params)}
         writer.write(end, {'pretrain': last})
         ckpt.save(end, state, force=end == c.steps)
         if stop_after is not None and end >= stop_after:
@@ -266,22 +286,58 @@ def features(encode, params, split, batch_size, size):
 # 3. Methods.
 
 
+class Evaluator:
+  """Zero-shot evaluation with the prompt-ensemble head: jitted encoders, prompts and the evaluation sets
+  (rendered or listed once), shared by pretraining (`pretrain.eval_every`) and the methods."""
+
+  def __init__(self, config, model, tokenizer):
+    self.config = config
+    self.names = classnames(config)
+    self.num_classes = len(self.names)
+    self.ensemble = data.PROMPT_TEMPLATES if config.data.source == 'procedural' else data.IMAGENET_TEMPLATES
+    ctx = config.model.context_length
+    self.eval_tokens = baselines.prompt_tokens(tokenizer, self.names, self.ensemble, ctx)
+    self.encode, self.head = cached('encoders', config, lambda: baselines.make_encoders(model))
+    self.eval_sets = load_eval_sets(config)
+
+  def evaluate(self, clip_params, head=None, splits=None) -> dict:
+    """Accuracy per split; `head` None: the prompt-ensemble head of `clip_params`'s text tower."""
+    if head is None:
+      head = self.head(clip_params, self.eval_tokens, self.num_classes)
+    out = {}
+    for name, split in self.eval_sets.items():
+      if splits is not None and name not in splits:
+        continue
+      feats, labels = features(
+        self.encode, clip_params, split, self.config.eval_batch, self.config.data.image_size
+      )
+      out[name] = baselines.accuracy(feats, head, labels, split['classes'])
+    return out
+
+  def zero_shot(self, clip_params) -> dict:
+    """{'zero_shot_id': first eval split, 'zero_shot_ood': mean of the others (absent if none)}."""
+    splits = self.config.data.eval_splits
+    acc = self.evaluate(clip_params, splits=splits)
+    out = {'zero_shot_id': acc[splits[0]]}
+    if len(splits) > 1:
+      out['zero_shot_ood'] = ood_mean(acc, self.config)
+    return out
+
+
 class Runner:
   """Everything the methods share for one run: model, jitted functions, prompts, evaluation sets."""
 
-  def __init__(self, config, model, tokenizer, params0):
+  def __init__(self, config, model, tokenizer, params0, evaluator: Evaluator | None = None):
     self.config = config
     self.model = model
     self.params0 = jax.device_put(params0, jax.local_devices()[0])  # Committed, as pretrain's output.
-    self.names = classnames(config)
-    self.num_classes = len(self.names)
+    self.evaluator = evaluator or Evaluator(config, model, tokenizer)
+    ev = self.evaluator
+    self.names, self.num_classes, self.eval_tokens = ev.names, ev.num_classes, ev.eval_tokens
+    self.encode, self.head, self.eval_sets = ev.encode, ev.head, ev.eval_sets
     ctx = config.model.context_length
-    ensemble = data.PROMPT_TEMPLATES if config.data.source == 'procedural' else data.IMAGENET_TEMPLATES
-    self.eval_tokens = baselines.prompt_tokens(tokenizer, self.names, ensemble, ctx)
-    train_templates = ensemble if config.finetune.templates == 'ensemble' else ensemble[:1]
+    train_templates = ev.ensemble if config.finetune.templates == 'ensemble' else ev.ensemble[:1]
     self.train_tokens = baselines.prompt_tokens(tokenizer, self.names, train_templates, ctx)
-    self.encode, self.head = cached('encoders', config, lambda: baselines.make_encoders(model))
-    self.eval_sets = load_eval_sets(config)
     f = config.finetune
     common_args = dict(optimizer=f.optimizer, weight_decay=f.weight_decay, clip_norm=f.clip_norm,
                        batch_size=f.batch_size, num_classes=self.num_classes)  # fmt: skip
@@ -300,18 +356,7 @@ class Runner:
     return self._make(kind)(params, mask, images, labels, self.train_tokens, jnp.float32(lr), rng)
 
   def evaluate(self, clip_params, head=None, splits=None) -> dict:
-    """Accuracy per split; `head` None: the prompt-ensemble head of `clip_params`'s text tower."""
-    if head is None:
-      head = self.head(clip_params, self.eval_tokens, self.num_classes)
-    out = {}
-    for name, split in self.eval_sets.items():
-      if splits is not None and name not in splits:
-        continue
-      feats, labels = features(
-        self.encode, clip_params, split, self.config.eval_batch, self.config.data.image_size
-      )
-      out[name] = baselines.accuracy(feats, head, labels, split['classes'])
-    return out
+    return self.evaluator.evaluate(clip_params, head, splits)
 
 
 def wrap(clip_params, head):
@@ -569,7 +614,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   check_config(config)
   tokenizer = make_tokenizer(config)
   model = clip.CLIP(clip_config(config))
-  params0, history = pretrain(config, workdir, model, tokenizer)
+  evaluator = Evaluator(config, model, tokenizer)  # Evaluation sets rendered once, for both stages.
+  params0, history = pretrain(config, workdir, model, tokenizer, evaluator=evaluator)
   roundtrip = clip.from_openai_state_dict(
     clip.to_openai_state_dict(params0, clip_config(config)), clip_config(config)
   )
@@ -577,7 +623,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     np.array_equal(np.asarray(a), np.asarray(b))
     for a, b in zip(jax.tree.leaves(params0), jax.tree.leaves(roundtrip))
   )
-  runner = Runner(config, model, tokenizer, params0)
+  runner = Runner(config, model, tokenizer, params0, evaluator)
   per_seed = []
   for ft_seed in config.ft_seeds:
     per_seed.append(run_seed(runner, ft_seed, workdir))

@@ -15,6 +15,7 @@ from common import config as config_lib
 from common.errors import ConfigError
 
 CONFIG = os.path.join(os.path.dirname(__file__), 'configs', 'default.py')
+ROOM = os.path.join(os.path.dirname(__file__), 'configs', 'gpu_room.py')
 
 
 def tiny(**overrides):
@@ -32,6 +33,7 @@ def tiny(**overrides):
   c.pretrain.warmup_steps = 1
   c.pretrain.log_every = 1
   c.pretrain.checkpoint_every = 2
+  c.pretrain.eval_every = 2  # Zero-shot accuracy logged at steps 2 and 4.
   c.finetune.steps = 8
   c.finetune.batch_size = 4
   c.finetune.methods = ('zero_shot', 'full_ft', 'saft', 'wise_ft')
@@ -58,13 +60,29 @@ def test_pretraining_resumes_exactly_and_is_deterministic(tmp_path):
   config = tiny()
   tok = data.make_tokenizer()
   model = clip.CLIP(train.clip_config(config))
-  straight, _ = train.pretrain(config, str(tmp_path / 'a'), model, tok)
+  evaluator = train.Evaluator(config, model, tok)
+  straight, _ = train.pretrain(config, str(tmp_path / 'a'), model, tok, evaluator=evaluator)
   first, _ = train.pretrain(config, str(tmp_path / 'b'), model, tok, stop_after=2)  # Pre-empted at step 2.
-  resumed, _ = train.pretrain(config, str(tmp_path / 'b'), model, tok)
+  resumed, _ = train.pretrain(config, str(tmp_path / 'b'), model, tok, evaluator=evaluator)
   assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(first), jax.tree.leaves(straight)))
   jax.tree.map(np.testing.assert_array_equal, resumed, straight)
   rows = [json.loads(line) for line in open(tmp_path / 'b' / 'metrics.jsonl')]
   assert [r['step'] for r in rows] == [1, 2, 3, 4]
+  # Zero-shot accuracy every eval_every steps, in the loss's rows; a resumed run logs the same values.
+  evals = {
+    r['step']: (r['pretrain/zero_shot_id'], r['pretrain/zero_shot_ood'])
+    for r in rows
+    if 'pretrain/zero_shot_id' in r
+  }
+  assert sorted(evals) == [2, 4] and all(0.0 <= a <= 1.0 for pair in evals.values() for a in pair)
+  straight_rows = [json.loads(line) for line in open(tmp_path / 'a' / 'metrics.jsonl')]
+  strip = lambda r: {k: v for k, v in r.items() if k != 'time'}  # noqa: E731
+  assert [strip(r) for r in rows] == [strip(r) for r in straight_rows]
+  assert 'pretrain/loss' in rows[0] and 'pretrain/zero_shot_id' not in rows[0]
+  assert evaluator.encode._cache_size() == 1 and evaluator.head._cache_size() == 1  # One compilation each.
+  assert train.Evaluator(config, model, tok).zero_shot(resumed) == dict(
+    zip(('zero_shot_id', 'zero_shot_ood'), evals[4])
+  )
 
 
 def test_methods_are_deterministic_and_resume_from_markers(tmp_path):
@@ -88,6 +106,9 @@ def test_methods_are_deterministic_and_resume_from_markers(tmp_path):
     ('saft.density', 1.5, 'density'),
     ('saft.eligibility', 'text', 'eligibility'),
     ('finetune.methods', ('zero_shot', 'lora'), "unknown finetune method 'lora'"),
+    ('data.web_shape_noise', 1.0, 'web_shape_noise'),
+    ('data.web_photo_fraction', 0.0, 'web_photo_fraction'),
+    ('pretrain.eval_every', -2, 'eval_every'),
   ],
 )
 def test_bad_config_is_a_one_line_error(key, value, match):
@@ -97,6 +118,56 @@ def test_bad_config_is_a_one_line_error(key, value, match):
   with pytest.raises(ConfigError, match=match) as info:
     train.check_config(config)
   assert '\n' not in str(info.value)
+
+
+def test_eval_every_must_be_a_multiple_of_log_every():
+  config = tiny()
+  config.pretrain.log_every = 2
+  config.pretrain.eval_every = 3
+  with pytest.raises(ConfigError, match='multiple of pretrain.log_every'):
+    train.check_config(config)
+
+
+@pytest.mark.parametrize(
+  'variant,steps,noise,photo',
+  [
+    ('steps1k', 1000, 0.0, None),
+    ('noise30', 5000, 0.3, None),
+    ('photo5', 5000, 0.0, 0.05),
+    ('noise30_photo5', 5000, 0.3, 0.05),
+    ('steps2k_noise50_photo10', 2000, 0.5, 0.1),
+  ],
+)
+def test_gpu_room_variants_build_and_validate(variant, steps, noise, photo):
+  config = config_lib.load_config(f'{ROOM}:variant={variant}')
+  train.check_config(config)
+  assert (config.pretrain.steps, config.data.web_shape_noise, config.data.web_photo_fraction) == (
+    steps,
+    noise,
+    photo,
+  )
+  assert config.pretrain.eval_every == 500 and config.pretrain.batch_size == 1024
+  spec = train.web_spec(config)
+  assert float(spec['shape_noise']) == np.float32(noise)
+  assert float(spec['photo_fraction']) == np.float32(-1.0 if photo is None else photo)
+
+
+def test_gpu_config_keeps_the_knobs_off_and_bad_variants_fail():
+  gpu = config_lib.load_config(os.path.join(os.path.dirname(__file__), 'configs', 'gpu.py'))
+  train.check_config(gpu)
+  assert gpu.data.web_shape_noise == 0.0 and gpu.data.web_photo_fraction is None
+  assert gpu.pretrain.eval_every == 1000
+  assert config_lib.load_config(CONFIG + ':smoke').pretrain.eval_every == 0
+  for variant, match in [
+    ('', 'needs :variant'),
+    ('noise', "unknown variant part 'noise'"),
+    ('steps0k', "unknown variant part 'steps0k'"),
+    ('noise30_noise40', 'twice'),
+  ]:
+    with pytest.raises(ConfigError, match=match):
+      config_lib.load_config(f'{ROOM}:variant={variant}')
+  with pytest.raises(ConfigError, match='web_shape_noise'):
+    train.check_config(config_lib.load_config(f'{ROOM}:variant=noise100'))
 
 
 @pytest.mark.slow  # Three more compilations (linear head, FLYP, shortcut split): ~1 minute on 2 cores.

@@ -11,6 +11,7 @@ the smoke model is far too small to be CLIP-like. The full-size run is `gpu.py` 
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from common import config as config_lib
 
@@ -31,6 +32,9 @@ def get_config(arg=None):
   c.data.eval_splits = ('id_test', 'v2', 'sketch', 'rendition', 'small_clutter')
   c.data.caption_dropout = 0.4
   c.data.render_chunk = 256
+  # Ours, not the paper's: weaken the web stream on the fine-tuning task (both off by default).
+  c.data.web_shape_noise = 0.0  # P(a web caption names a uniformly random class, not the true shape).
+  c.data.web_photo_fraction = config_dict.placeholder(float)  # Photo-style share of web images; None: 1/4.
 
   c.model = ml_collections.ConfigDict()
   c.model.patch_size = 8
@@ -53,6 +57,9 @@ def get_config(arg=None):
   c.pretrain.weight_decay = 0.1
   c.pretrain.log_every = 250
   c.pretrain.checkpoint_every = 1000
+  # Zero-shot ID / OOD-average accuracy on the eval splits every this many steps and at the last (0: off);
+  # a multiple of log_every. Logged as pretrain/zero_shot_id, pretrain/zero_shot_ood.
+  c.pretrain.eval_every = 1000
   c.init_checkpoint = ''  # An OpenAI/open_clip state dict as .npz; skips pretraining (paper.py).
   c.tokenizer = 'word'  # 'word' (mini-CLIP) or 'clip_bpe' (real weights).
   c.tokenizer_vocab = ''  # clip_bpe: bpe_simple_vocab_16e6.txt.gz; '' = $CLIP_BPE_VOCAB or open_clip's copy.
@@ -133,6 +140,7 @@ def get_config(arg=None):
     c.pretrain.warmup_steps = 4
     c.pretrain.log_every = 10
     c.pretrain.checkpoint_every = 20
+    c.pretrain.eval_every = 0
     c.finetune.methods = ('zero_shot', 'full_ft', 'saft', 'saft_random', 'wise_ft')
     c.finetune.steps = 12
     c.finetune.batch_size = 8
