@@ -24,6 +24,14 @@ def cosine(u, v):
   return jnp.sum(u * v, -1) / (jnp.linalg.norm(u, axis=-1) * jnp.linalg.norm(v, axis=-1) + 1e-8)
 
 
+def pearson(x, y):
+  """Pearson correlation of two equally shaped arrays over all their entries; NaN when either is constant."""
+  x = jnp.ravel(x) - jnp.mean(x)
+  y = jnp.ravel(y) - jnp.mean(y)
+  denom = jnp.sqrt(jnp.sum(x * x) * jnp.sum(y * y))
+  return jnp.where(denom > 0, jnp.sum(x * y) / jnp.where(denom > 0, denom, 1.0), jnp.nan)
+
+
 def window_scores(score_matrix, window):
   """score_matrix[t, k] = score(agent_t, target_k), (T, K). Returns the mean score of each offset tau in
   0..T-W of the windows agent[tau + k] vs target[k], k < W: shape (T - W + 1,)."""

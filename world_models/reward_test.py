@@ -37,3 +37,15 @@ def test_window_scores_on_a_crafted_matrix():
   scores = reward.window_scores(matrix, 3)
   assert scores.shape == (5,) and int(jnp.argmax(scores)) == 2
   np.testing.assert_allclose(scores[2], 1.0, rtol=1e-6)
+
+
+def test_pearson_crafted():
+  x = jnp.arange(12.0).reshape(3, 4)
+  np.testing.assert_allclose(reward.pearson(x, 3 * x + 1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(reward.pearson(x, -0.5 * x), -1.0, rtol=1e-6)
+  y = jnp.array([1.0, -1.0, -1.0, 1.0])  # Orthogonal to the centred ramp 0, 1, 2, 3.
+  np.testing.assert_allclose(reward.pearson(jnp.arange(4.0), y), 0.0, atol=1e-6)
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=50), rng.normal(size=50)
+  np.testing.assert_allclose(reward.pearson(a, b), np.corrcoef(a, b)[0, 1], rtol=1e-5)
+  assert np.isnan(reward.pearson(jnp.ones(5), jnp.arange(5.0)))  # A constant reward has no correlation.

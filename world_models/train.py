@@ -1,9 +1,10 @@
 """GenRL end to end: data -> VLM -> world model + connector + aligner -> behaviours from prompts -> scores.
 
-Each stage is a sub-run of the workdir with its own checkpoints and metrics (`vlm/`, `wm/`,
-`behaviour/<method>_<prompt>/`); rerunning the same command resumes the unfinished stage and skips finished
-ones (a behaviour run is finished once its `final.json` exists). Every loop is a jitted `lax.scan` in chunks;
-randomness is `fold_in(key, step)` of purpose-named keys, so a resumed run equals an uninterrupted one.
+Each stage is a sub-run of the workdir with its own checkpoints and metrics (`vlm/`, `wm/`, with
+`wm.connector_finetune_steps > 0` also `wm_connector_ft/`, `behaviour/<method>_<prompt>/`); rerunning the
+same command resumes the unfinished stage and skips finished ones (a behaviour run is finished once its
+`final.json` holds the reward check, which runs before its learning). Every loop is a jitted `lax.scan` in
+chunks; randomness is `fold_in(key, step)` of purpose-named keys, so a resumed run equals an uninterrupted one.
 The jitted functions are cached per config (`_functions`), so a second run in one process compiles nothing.
 """
 
@@ -61,6 +62,11 @@ def validate(config) -> None:
   ):
     if every <= 0 or b.steps % every:
       raise ConfigError(f'{name}={every} must be positive and divide behaviour.steps={b.steps}')
+  ft = w.connector_finetune_steps
+  if not isinstance(ft, int) or ft < 0 or ft % w.log_every:
+    raise ConfigError(
+      f'wm.connector_finetune_steps={ft} must be an int >= 0 and a multiple of wm.log_every={w.log_every}'
+    )
   if w.checkpoint_every % w.log_every or b.checkpoint_every % b.log_every:
     raise ConfigError('checkpoint_every must be a multiple of log_every (checkpoints happen between chunks)')
   if b.horizon < 2:
@@ -90,6 +96,16 @@ class WorldModelState:
   conn_opt: optax.OptState
   align_params: dict
   align_opt: optax.OptState
+
+
+@flax.struct.dataclass
+class ConnectorFinetuneState:
+  """The connector-only stage after the world model (`wm.connector_finetune_steps`, ours, not the paper's)."""
+
+  step: jax.Array
+  rng: jax.Array
+  conn_params: dict
+  conn_opt: optax.OptState
 
 
 @flax.struct.dataclass
@@ -223,6 +239,14 @@ def connector_objective(conn_params, parts: Parts, posts, embeds):
   )
 
 
+def posteriors(parts: Parts, wm_params, batch, rng):
+  """The world model's posterior states of a time-major batch, detached."""
+  embeds = parts.wm.apply({'params': wm_params}, batch['frames'], method=rssm.WorldModel.encode)
+  prev_actions = jnp.concatenate([jnp.zeros_like(batch['actions'][:1]), batch['actions'][:-1]])
+  posts, _ = rssm.observe(parts.wm, wm_params, embeds, prev_actions, rng)
+  return jax.tree.map(jax.lax.stop_gradient, posts)
+
+
 def world_model_step(state: WorldModelState, step, *, parts: Parts, data) -> tuple[WorldModelState, dict]:
   """One update of the world model, the connector (own optimizer, on the detached posterior) and the
   aligner (own optimizer, on the batch's video embeddings)."""
@@ -261,6 +285,29 @@ def world_model_step(state: WorldModelState, step, *, parts: Parts, data) -> tup
     align_opt=align_opt,
   )
   return new, metrics
+
+
+def connector_finetune_step(state: ConnectorFinetuneState, step, *, parts: Parts, wm_params, data):
+  """One connector-only update against the frozen world model's detached posteriors, on a replay batch
+  drawn as in `world_model_step`. The world model is an input only; the aligner is not touched (it is
+  trained on VLM embeddings alone, so it cannot fall behind the world model)."""
+  c = parts.config
+  rng = jax.random.fold_in(state.rng, step)
+  rng_batch, rng_obs = jax.random.split(rng)
+  batch = sample_batch(data, rng_batch, c.wm.batch_size, c.wm.seq_len, c.vlm.n_frames)
+  posts = posteriors(parts, wm_params, batch, rng_obs)
+  (conn_kl, init_kl), conn_grad = jax.value_and_grad(connector_objective, has_aux=True)(
+    state.conn_params, parts, posts, batch['embeds']
+  )
+  updates, conn_opt = parts.conn_tx.update(conn_grad, state.conn_opt, state.conn_params)
+  conn_params = optax.apply_updates(state.conn_params, updates)
+  metrics = {'kl': conn_kl, 'initial_kl': init_kl, 'grad_norm': optax.tree.norm(conn_grad)}
+  return state.replace(step=state.step + 1, conn_params=conn_params, conn_opt=conn_opt), metrics
+
+
+def connector_kl(parts: Parts, wm_params, conn_params, batch, rng):
+  """The connector's KL to the world model's posterior on a fixed batch (for checks and tests)."""
+  return connector_objective(conn_params, parts, posteriors(parts, wm_params, batch, rng), batch['embeds'])[0]
 
 
 # ----- behaviour ---------------------------------------------------------------------------------------
@@ -332,10 +379,8 @@ def start_states(parts: Parts, method, wm_state: WorldModelState, actor_params, 
     )
   rng_batch, rng_obs = jax.random.split(rng)
   batch = sample_batch(data, rng_batch, b.batch_size, c.wm.seq_len, c.vlm.n_frames)
-  embeds = parts.wm.apply({'params': wm_state.wm_params}, batch['frames'], method=rssm.WorldModel.encode)
-  prev_actions = jnp.concatenate([jnp.zeros_like(batch['actions'][:1]), batch['actions'][:-1]])
-  posts, _ = rssm.observe(parts.wm, wm_state.wm_params, embeds, prev_actions, rng_obs)
-  return jax.tree.map(lambda s: jax.lax.stop_gradient(s.reshape((-1,) + s.shape[2:])), posts)
+  posts = posteriors(parts, wm_state.wm_params, batch, rng_obs)
+  return jax.tree.map(lambda s: s.reshape((-1,) + s.shape[2:]), posts)
 
 
 def behaviour_step(state: BehaviourState, step, *, parts: Parts, method, wm_state, vlm_params, data, target):
@@ -398,41 +443,73 @@ def behaviour_step(state: BehaviourState, step, *, parts: Parts, method, wm_stat
 # ----- evaluation in the real environment ---------------------------------------------------------------
 
 
-def evaluate(parts: Parts, wm_params, actor_params, task, rng):
-  """Mean episode returns of the actor (filtering frames through the world model's posterior), a uniform
-  random policy and the scripted expert, from the same initial states; task is a traced index."""
+def rollout(parts: Parts, wm_params, actor_params, task, rng, kind):
+  """`eval.episodes` real episodes of policy `kind` ('actor', 'random' or 'expert'), frames filtered through
+  the world model's posterior; the initial states and random actions depend on `rng` only, so every kind
+  starts from the same states. Returns time-major (rewards r_t = task reward after action t, posterior
+  stoch z_t of the frame of state s_t, task reward of s_t)."""
   c = parts.config
   episodes, length, size = c.eval.episodes, c.env.episode_length, c.env.image_size
   starts = jax.vmap(envs.reset)(jax.random.split(jax.random.fold_in(rng, 0), episodes))
 
-  def run(kind):
-    def body(carry, t):
-      env_state, wm_state, prev_action = carry
-      rng_t = jax.random.fold_in(jax.random.fold_in(rng, 1), t)
-      frames = jax.vmap(lambda s: envs.render(s, size))(env_state)
-      embed = parts.wm.apply({'params': wm_params}, frames, method=rssm.WorldModel.encode)
-      wm_state, _ = parts.wm.apply(
-        {'params': wm_params}, wm_state, prev_action, embed, rng_t, method=rssm.WorldModel.obs_step
-      )
-      if kind == 'actor':
-        mean, std = parts.actor.apply({'params': actor_params}, rssm.feature(wm_state))
-        action = behaviour.mode_action(mean, std)
-      elif kind == 'random':
-        action = jax.random.uniform(rng_t, (episodes, 2), minval=-1, maxval=1)
-      else:
-        action = jax.vmap(lambda s: envs.expert_action(task, s))(env_state)
-      env_state = jax.vmap(envs.step)(env_state, action)
-      r = jax.vmap(lambda s: envs.task_reward(task, s))(env_state)
-      return (env_state, wm_state, action), r
+  def body(carry, t):
+    env_state, wm_state, prev_action = carry
+    rng_t = jax.random.fold_in(jax.random.fold_in(rng, 1), t)
+    frames = jax.vmap(lambda s: envs.render(s, size))(env_state)
+    embed = parts.wm.apply({'params': wm_params}, frames, method=rssm.WorldModel.encode)
+    wm_state, _ = parts.wm.apply(
+      {'params': wm_params}, wm_state, prev_action, embed, rng_t, method=rssm.WorldModel.obs_step
+    )
+    if kind == 'actor':
+      mean, std = parts.actor.apply({'params': actor_params}, rssm.feature(wm_state))
+      action = behaviour.mode_action(mean, std)
+    elif kind == 'random':
+      action = jax.random.uniform(rng_t, (episodes, 2), minval=-1, maxval=1)
+    else:
+      action = jax.vmap(lambda s: envs.expert_action(task, s))(env_state)
+    reward_now = jax.vmap(lambda s: envs.task_reward(task, s))(env_state)
+    env_state = jax.vmap(envs.step)(env_state, action)
+    r = jax.vmap(lambda s: envs.task_reward(task, s))(env_state)
+    return (env_state, wm_state, action), (r, wm_state['stoch'], reward_now)
 
-    init_wm = parts.wm.apply({'params': wm_params}, episodes, method=rssm.WorldModel.initial)
-    carry = (starts, init_wm, jnp.zeros((episodes, 2)))
-    _, rewards = jax.lax.scan(body, carry, jnp.arange(length))
+  init_wm = parts.wm.apply({'params': wm_params}, episodes, method=rssm.WorldModel.initial)
+  carry = (starts, init_wm, jnp.zeros((episodes, 2)))
+  _, (rewards, stoch, reward_now) = jax.lax.scan(body, carry, jnp.arange(length))
+  return rewards, stoch, reward_now
+
+
+def evaluate(parts: Parts, wm_params, actor_params, task, rng):
+  """Mean episode returns of the actor (filtering frames through the world model's posterior), a uniform
+  random policy and the scripted expert, from the same initial states; task is a traced index."""
+
+  def run(kind):
+    rewards, _, _ = rollout(parts, wm_params, actor_params, task, rng, kind)
     return jnp.mean(jnp.sum(rewards, 0))
 
   policy, rand, expert = run('actor'), run('random'), run('expert')
   normalised = (policy - rand) / jnp.maximum(expert - rand, 1e-6)
   return {'return': policy, 'random_return': rand, 'expert_return': expert, 'normalised_score': normalised}
+
+
+def reward_check(parts: Parts, method, wm_params, vlm_params, target, task, rng):
+  """Is the reward the actor is trained on valid on real trajectories? The scripted-expert and random
+  rollouts of `evaluate` (same `rng`: same starts, same random actions, so the same trajectories), encoded
+  by the world model's posterior, scored per step by `make_reward_fn` (GenRL's aligned max-cosine against
+  the prompt's target latents; the VLM reward for `vlm_reward`). Returns the mean per-step reward on each,
+  the mean per-step task reward of the encoded states, and the Pearson correlation of the two over all
+  steps of both."""
+  reward_fn = make_reward_fn(parts, method, wm_params, vlm_params, target)
+  out, model, true = {}, [], []
+  for kind in ('expert', 'random'):
+    rewards, stoch, reward_now = rollout(parts, wm_params, None, task, rng, kind)
+    r = reward_fn({'stoch': stoch})
+    out[f'reward_{kind}'] = jnp.mean(r)
+    out[f'task_reward_{kind}'] = jnp.mean(reward_now)
+    out[f'{kind}_return'] = jnp.mean(jnp.sum(rewards, 0))
+    model.append(r)
+    true.append(reward_now)
+  out['correlation'] = reward_lib.pearson(jnp.stack(model), jnp.stack(true))
+  return out
 
 
 def prompt_rank(parts: Parts, vlm_params, wm_params, target, prompt_index):
@@ -481,6 +558,13 @@ class Functions:
     self.video_prompt = jax.jit(functools.partial(video_prompt_frames, c))
     self.target = jax.jit(functools.partial(prompt_target, parts), static_argnums=4)
     self.evaluate = jax.jit(functools.partial(evaluate, parts))
+    self.reward_check = jax.jit(functools.partial(reward_check, parts), static_argnums=0)
+    self.init_conn_ft = jax.jit(
+      lambda wm_state, rng: ConnectorFinetuneState(
+        step=jnp.array(0, jnp.int32), rng=rng, conn_params=wm_state.conn_params, conn_opt=wm_state.conn_opt
+      )
+    )
+    self.connector_kl = jax.jit(functools.partial(connector_kl, parts))
     self.rank = jax.jit(functools.partial(prompt_rank, parts))
     self.check_arrays = jax.jit(functools.partial(_check_arrays, parts))
 
@@ -496,7 +580,14 @@ class Functions:
       state, per_step = jax.lax.scan(lambda s, _: step(s, s.step), state, None, length=length)
       return state, jax.tree.map(jnp.mean, per_step)
 
+    @functools.partial(jax.jit, static_argnums=3)
+    def conn_ft_chunk(state, wm_params, data, length):
+      step = functools.partial(connector_finetune_step, parts=parts, wm_params=wm_params, data=data)
+      state, per_step = jax.lax.scan(lambda s, _: step(s, s.step), state, None, length=length)
+      return state, jax.tree.map(jnp.mean, per_step)
+
     self.wm_chunk = wm_chunk
+    self.conn_ft_chunk = conn_ft_chunk
     self.behaviour_chunk = behaviour_chunk
 
 
@@ -513,12 +604,20 @@ def _commit(tree):
   return jax.device_put(tree, jax.devices()[0])
 
 
+def _finite_or_none(value):
+  value = float(value)
+  return value if np.isfinite(value) else None
+
+
 def _slug(text):
   return re.sub(r'[^a-z0-9]+', '_', text.lower()).strip('_')
 
 
 def _run_name(config, method, prompt):
   suffix = '_video' if config.behaviour.modality == 'video' else ''
+  # Behaviours against a fine-tuned connector get their own runs, so one workdir can hold both.
+  ft = config.wm.connector_finetune_steps
+  suffix += f'_cft{ft}' if ft else ''
   return f'{method}_{_slug(prompt)}{suffix}'
 
 
@@ -550,6 +649,27 @@ def train_world_model(fns: Functions, config, workdir, data, rng) -> WorldModelS
   return state
 
 
+def train_connector_finetune(fns: Functions, config, workdir, wm_state: WorldModelState, data, rng):
+  """`wm.connector_finetune_steps` connector-only steps on the final world model (ours, not the paper's):
+  sub-run `wm_connector_ft/` with its own checkpoints and metrics (`train/connector_ft/*`); a rerun resumes
+  it or, once done, restores it. Returns `wm_state` with the fine-tuned connector (and its optimizer state);
+  the world model and aligner are returned unchanged. Off (0): `wm_state` itself."""
+  w = config.wm
+  steps = w.connector_finetune_steps
+  if not steps:
+    return wm_state
+  sub = os.path.join(workdir, 'wm_connector_ft')
+  with checkpoint.Checkpointer(sub, every=w.checkpoint_every, keep=2) as ckpt:
+    state, start = ckpt.restore_or_init(fns.init_conn_ft(wm_state, rng))
+    state = _commit(state)
+    with metrics_lib.MetricWriter(sub, resume_step=start) as writer:
+      for begin, end in metrics_lib.chunks(steps, w.log_every, start=start, desc='connector fine-tune'):
+        state, chunk_metrics = fns.conn_ft_chunk(state, wm_state.wm_params, data, end - begin)
+        writer.write(end, {'train': {'connector_ft': chunk_metrics}})
+        ckpt.save(end, state, force=end == steps)
+  return wm_state.replace(conn_params=state.conn_params, conn_opt=state.conn_opt)
+
+
 def video_prompt_frames(config, task, rng):
   """A video prompt for task `task`: the scripted expert reaching and holding the task's pose from a random
   start, the last `n_frames` frames drawn in the VLM's appearance (a demonstration by a differently coloured
@@ -579,7 +699,7 @@ def train_behaviour(fns: Functions, config, workdir, method, prompt, wm_state, v
   b = config.behaviour
   sub = os.path.join(workdir, 'behaviour', _run_name(config, method, prompt))
   final = results.read_json(os.path.join(sub, 'final.json'))
-  if final is not None:
+  if final is not None and 'reward_check' in final:
     return final
   task = envs.check_prompt(prompt)
   if b.modality == 'video':
@@ -593,6 +713,21 @@ def train_behaviour(fns: Functions, config, workdir, method, prompt, wm_state, v
     wm_state.wm_params, wm_state.conn_params, wm_state.align_params, prompt_embed, use_aligner
   )
   target = prompt_embed if method == 'vlm_reward' else latents
+  # Before learning: the reward on the expert's and random real trajectories of the evaluation below (same
+  # key). Cached in reward_check.json; a final.json written before this check existed gets it added.
+  check_path = os.path.join(sub, 'reward_check.json')
+  check = results.read_json(check_path)
+  if check is None:
+    check = fns.reward_check(
+      method, wm_state.wm_params, vlm_params, target, jnp.int32(task), jax.random.fold_in(rng, 1000)
+    )
+    check = {k: _finite_or_none(v) for k, v in jax.device_get(check).items()}
+    check['reward'] = 'vlm_reward' if method == 'vlm_reward' else 'genrl'
+    results.write_json(check_path, check)
+  if final is not None:
+    final['reward_check'] = check
+    results.write_json(os.path.join(sub, 'final.json'), final)
+    return final
   # The target is an argument of the same shape for every prompt: one compile per method.
   inputs = {'wm_state': wm_state, 'vlm_params': vlm_params, 'data': data, 'target': target}
   rng_init = jax.random.fold_in(rng, task)
@@ -611,6 +746,7 @@ def train_behaviour(fns: Functions, config, workdir, method, prompt, wm_state, v
   save_strip(os.path.join(sub, 'target_frames.png'), np.asarray(frames))
   final = {k: float(v) for k, v in jax.device_get(scores).items()}
   final['target_rank'] = int(rank)
+  final['reward_check'] = check
   results.write_json(os.path.join(sub, 'final.json'), final)
   return final
 
@@ -666,6 +802,43 @@ def crafted_checks(fns: Functions, wm_state: WorldModelState, data, rng) -> dict
     'aligner_distance_after': float(after),
     'data_free_shapes_ok': bool(shapes_ok),
   }
+
+
+def reward_check_claims(config, scores) -> list[results.Claim]:
+  """The reward-validity diagnostic as claims, for the first GenRL-reward method run (genrl, else data-free,
+  else no-aligner): the GenRL reward must be higher on the scripted expert's real trajectories than on random
+  ones for every prompt, and correlate positively with the task reward on every prompt (min over prompts).
+  Neither passes vacuously: a missing or NaN value (a constant reward) fails."""
+  method = next((m for m in ('genrl', 'genrl_data_free', 'genrl_no_aligner') if m in scores), None)
+  if method is None:
+    return []
+  checks = [scores[method][p]['reward_check'] for p in config.behaviour.prompts]
+  separated = sum(
+    c['reward_expert'] is not None
+    and c['reward_random'] is not None
+    and c['reward_expert'] > c['reward_random']
+    for c in checks
+  )
+  corr = [c['correlation'] for c in checks]
+  low = None if any(v is None for v in corr) else float(min(corr))
+  return [
+    results.Claim(
+      f'reward check ({method}): prompts whose mean GenRL reward on real expert trajectories > on random',
+      paper='the reward tells the task apart',
+      measured=float(separated),
+      passed=separated == len(checks),
+      unit='prompts',
+      criterion=f'strictly greater on all {len(checks)} prompts',
+    ),
+    results.Claim(
+      f'reward check ({method}): Pearson r of GenRL reward vs task reward per real step (min over prompts)',
+      paper='positive',
+      measured=low,
+      passed=low is not None and low > 0,
+      unit='r',
+      criterion='> 0 on every prompt (expert and random steps pooled)',
+    ),
+  ]
 
 
 def acceptance_claims(config, scores) -> list[results.Claim]:
@@ -726,6 +899,7 @@ def train_and_evaluate(config, workdir: str):
   fns = functions(config)
   rng = jax.random.PRNGKey(config.seed)
   rng_data, rng_vlm, rng_wm, rng_behaviour, rng_check = (jax.random.fold_in(rng, i) for i in range(5))
+  rng_conn_ft = jax.random.fold_in(rng, 5)
   data = fns.collect(rng_data)
   data = _commit({'frames': data['frames'], 'actions': data['actions']})
   vlm_params, vlm_losses = train_vlm(fns, config, workdir, rng_vlm)
@@ -734,6 +908,7 @@ def train_and_evaluate(config, workdir: str):
     k: float(v) for k, v in fns.caption_accuracy(vlm_params, jax.random.fold_in(rng_vlm, 2)).items()
   }
   wm_state = train_world_model(fns, config, workdir, data, rng_wm)
+  wm_state = train_connector_finetune(fns, config, workdir, wm_state, data, rng_conn_ft)
   scores = {}
   for method in config.behaviour.methods:
     scores[method] = {}
@@ -750,12 +925,23 @@ def train_and_evaluate(config, workdir: str):
       sub = os.path.join(workdir, 'behaviour', _run_name(config, method, prompt))
       brows = metrics_lib.read_metrics(sub)
       finite = finite and all(np.isfinite(v) for r in brows for k, v in r.items() if k.startswith('train/'))
+  curves = {
+    'world model': ([r['step'] for r in rows], [r['train/wm/loss'] for r in rows]),
+    'connector KL': ([r['step'] for r in rows], [r['train/connector/kl'] for r in rows]),
+  }
+  ft_kl = None
+  if config.wm.connector_finetune_steps:
+    ft_rows = metrics_lib.read_metrics(os.path.join(workdir, 'wm_connector_ft'))
+    finite = finite and all(np.isfinite(v) for r in ft_rows for k, v in r.items() if k.startswith('train/'))
+    ft_kl = [ft_rows[0]['train/connector_ft/kl'], ft_rows[-1]['train/connector_ft/kl']]
+    # Plotted after the world-model steps.
+    curves['connector KL, fine-tune'] = (
+      [config.wm.steps + r['step'] for r in ft_rows],
+      [r['train/connector_ft/kl'] for r in ft_rows],
+    )
   results.plot_curves(
     os.path.join(workdir, 'wm_loss.png'),
-    {
-      'world model': ([r['step'] for r in rows], [r['train/wm/loss'] for r in rows]),
-      'connector KL': ([r['step'] for r in rows], [r['train/connector/kl'] for r in rows]),
-    },
+    curves,
     xlabel='step',
     ylabel='loss',
     logy=True,
@@ -800,10 +986,17 @@ def train_and_evaluate(config, workdir: str):
       passed=bool(checks['data_free_shapes_ok']),
     ),
   ]
+  claims += reward_check_claims(config, scores)
   if config.acceptance.enabled:
     claims += acceptance_claims(config, scores)
   extra = {
-    'scores': scores,
+    'scores': {
+      m: {p: {k: v for k, v in s.items() if k != 'reward_check'} for p, s in ps.items()}
+      for m, ps in scores.items()
+    },
+    'reward_check': {m: {p: s['reward_check'] for p, s in ps.items()} for m, ps in scores.items()},
+    'connector_finetune_steps': config.wm.connector_finetune_steps,
+    'connector_ft_kl_first_last': ft_kl,
     'vlm_caption_accuracy': accuracy,
     'vlm_final_loss': None if vlm_losses is None else float(vlm_losses[-1]),
     'wm_loss_first_last': [first, last],

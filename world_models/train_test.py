@@ -1,11 +1,14 @@
-"""End to end on a tiny smoke config: results.json, finite metrics, the crafted checks; resume equals an
-uninterrupted run; bad configs are one-line ConfigErrors. One compile of each function (cached per config)."""
+"""End to end on a tiny smoke config: results.json, finite metrics, the crafted checks, the reward check;
+resume equals an uninterrupted run; the connector fine-tune stage (on fake data, no VLM) leaves the world
+model bit-identical, lowers the connector KL and is skipped once done; bad configs are one-line
+ConfigErrors. One compile of each function (cached per config)."""
 
 import json
 import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -51,6 +54,25 @@ def test_end_to_end_writes_results(run):
   assert [r['step'] for r in rows] == [2, 4]
   assert all(np.isfinite(v) for r in rows for v in r.values())
   assert os.path.exists(os.path.join(run, 'wm_loss.png'))
+  assert not os.path.exists(os.path.join(run, 'wm_connector_ft'))  # Off by default.
+
+
+def test_reward_check_written(run):
+  data = results.read_results(os.path.join(run, 'results.json'))
+  behaviour_dir = os.path.join(run, 'behaviour', 'genrl_arm_pointing_up')
+  with open(os.path.join(behaviour_dir, 'reward_check.json')) as f:
+    check = json.load(f)
+  keys = {'reward_expert', 'reward_random', 'task_reward_expert', 'task_reward_random', 'correlation'}
+  assert keys | {'expert_return', 'random_return', 'reward'} == set(check)
+  assert check['reward'] == 'genrl' and all(np.isfinite(check[k]) for k in keys)
+  assert -1 <= check['correlation'] <= 1
+  # The same expert and random trajectories as the normalised score's.
+  score = data['extra']['scores']['genrl']['arm pointing up']
+  assert check['expert_return'] == pytest.approx(score['expert_return'], rel=1e-6)
+  assert check['random_return'] == pytest.approx(score['random_return'], rel=1e-6)
+  assert data['extra']['reward_check']['genrl']['arm pointing up'] == check
+  claims = [c for c in data['claims'] if c.name.startswith('reward check (genrl)')]
+  assert len(claims) == 2 and all(c.measured is not None for c in claims)
 
 
 def test_resume_equals_uninterrupted(run):
@@ -78,6 +100,51 @@ def test_video_prompt_frames_fit_the_vlm():
   assert float(frames.min()) >= 0 and float(frames.max()) <= 1
 
 
+def _fake_data(c, rng):
+  """Replay of random frames, actions and unit embeddings: enough to train the connector, no VLM."""
+  r1, r2, r3 = jax.random.split(rng, 3)
+  n, length, size, e = c.data.num_envs, c.data.length, c.env.image_size, c.vlm.embed_dim
+  frames = jax.random.randint(r1, (n, length, size, size, 3), 0, 256).astype(jnp.uint8)
+  actions = jax.random.uniform(r2, (n, length, 2), minval=-1, maxval=1)
+  embeds = vlm.normalize(jax.random.normal(r3, (n, length // c.vlm.n_frames, e)))
+  return {'frames': frames, 'actions': actions, 'embeds': jnp.repeat(embeds, c.vlm.n_frames, axis=1)}
+
+
+def test_connector_finetune_stage(tmp_path):
+  c = tiny_config()
+  c.wm.connector_finetune_steps = 6
+  train.validate(c)
+  # The jitted functions do not read connector_finetune_steps: share those of the smoke run's config.
+  fns = train.functions(tiny_config())
+  rng = jax.random.PRNGKey(0)
+  data = train._commit(_fake_data(c, rng))
+  wm_state = train._commit(fns.init_wm(jax.random.fold_in(rng, 1)))
+  batch = train.sample_batch(data, jax.random.fold_in(rng, 2), 4, c.wm.seq_len, c.vlm.n_frames)
+  kl_before = float(fns.connector_kl(wm_state.wm_params, wm_state.conn_params, batch, rng))
+  workdir = str(tmp_path)
+  tuned = train.train_connector_finetune(fns, c, workdir, wm_state, data, jax.random.fold_in(rng, 3))
+  kl_after = float(fns.connector_kl(tuned.wm_params, tuned.conn_params, batch, rng))
+  same = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), wm_state, tuned)
+  assert all(jax.tree.leaves(same.wm_params)) and all(jax.tree.leaves(same.wm_opt))
+  assert all(jax.tree.leaves(same.align_params)) and all(jax.tree.leaves(same.align_opt))
+  assert not all(jax.tree.leaves(same.conn_params))
+  assert kl_after < kl_before
+  rows = _rows(os.path.join(workdir, 'wm_connector_ft'))
+  assert [r['step'] for r in rows] == [2, 4, 6]
+  assert all(np.isfinite(r['train/connector_ft/kl']) for r in rows)
+  # Done: a rerun restores it and trains nothing.
+  again = train.train_connector_finetune(fns, c, workdir, wm_state, data, jax.random.fold_in(rng, 3))
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, again.conn_params, tuned.conn_params)))
+  assert _rows(os.path.join(workdir, 'wm_connector_ft')) == rows
+  # Interrupted after step 4: the resumed stage equals the uninterrupted one.
+  shutil.rmtree(os.path.join(workdir, 'wm_connector_ft', 'checkpoints', '6'))
+  resumed = train.train_connector_finetune(fns, c, workdir, wm_state, data, jax.random.fold_in(rng, 3))
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, resumed.conn_params, tuned.conn_params)))
+  assert _rows(os.path.join(workdir, 'wm_connector_ft')) == rows
+  assert fns.conn_ft_chunk._cache_size() == 1
+  assert train._run_name(c, 'genrl', 'arm pointing up') == 'genrl_arm_pointing_up_cft6'
+
+
 @pytest.mark.parametrize(
   'key,value,match',
   [
@@ -87,6 +154,8 @@ def test_video_prompt_frames_fit_the_vlm():
     ('wm.log_every', 7, 'must be positive and divide'),
     ('data.num_envs', 0, 'replay would be empty'),
     ('behaviour.modality', 'audio', "not 'text' or 'video'"),
+    ('wm.connector_finetune_steps', 3, 'multiple of wm.log_every'),
+    ('wm.connector_finetune_steps', -10, 'must be an int >= 0'),
   ],
 )
 def test_bad_config_is_one_line_config_error(key, value, match):

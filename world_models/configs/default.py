@@ -60,6 +60,11 @@ def get_config(arg=None):
       'steps': 15000,
       'log_every': 500,
       'checkpoint_every': 2500,
+      # Ours, not the paper's (the official code trains the connector only alongside the world model): after
+      # the world-model stage, this many connector-only steps on the final, frozen world model's detached
+      # posteriors (stage `wm_connector_ft/`; the aligner is not retrained: it never sees the world model).
+      # 0 = off (faithful). A multiple of log_every. Behaviour runs get a `_cft<steps>` suffix when on.
+      'connector_finetune_steps': 0,
     }
   )
   c.connector = ml_collections.ConfigDict({'kl_free': 0.0, 'lr': 1e-4})

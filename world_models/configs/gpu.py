@@ -3,6 +3,10 @@
     python -m world_models.main --config=world_models/configs/gpu.py --workdir=runs/gpu/world_models
     python -m world_models.main --config=world_models/configs/gpu.py:methods=genrl+vlm_reward --workdir=runs/gpu/wm_two
     python -m world_models.main --config=world_models/configs/gpu.py:modality=video --workdir=runs/gpu/wm_video
+    # Connector-only fine-tune on the final world model (ours, not the paper's; default 0 = off), one command
+    # in its own workdir (copy vlm/ and wm/ of a finished run into it first to reuse them; README):
+    python -m world_models.main --config=world_models/configs/gpu.py --workdir=runs/gpu/wm_cft
+        --config.wm.connector_finetune_steps=3000
 
 Planar two-link arm (pure JAX, 64x64 frames rendered on device), 4096 offline episodes x 128 steps (random
 and scripted pose-holding actions, 524k frames), the tiny VLM trained for 3000 steps on the differently
@@ -22,6 +26,9 @@ episodes, random and scripted-expert returns from the same initial states):
 Budget (an estimate, not measured: no device time yet): world model ~15k steps at >= 60 it/s is ~4 min;
 behaviour 4 prompts x 4 methods x 3000 steps ~ 8 min; each stage checkpoints and resumes, so the same
 command is rerun across 10-minute calls until results.json appears.
+
+Diagnostics (not acceptance): before each behaviour, its reward on the real expert and random trajectories of
+the evaluation (`reward_check.json`, two 'reward check' claims); `wm.connector_finetune_steps` stays 0 here.
 """
 
 from common import config as config_lib
