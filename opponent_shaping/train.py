@@ -28,12 +28,14 @@ from common import checkpoint
 from common import distributed
 from common import metrics as metrics_lib
 from common import ppo
+from common.errors import ConfigError
 from opponent_shaping import agents as agents_lib
 from opponent_shaping import alignment
 from opponent_shaping import games
 
 PLAYS = ('independent', 'self_play')
 LOSSES = ('pg', 'ppo')
+PAST_SELVES_STREAM = 0x5E1F  # Folded into the (seed, update) key for drawing past selves.
 
 
 @flax.struct.dataclass
@@ -47,6 +49,67 @@ class TrainState:
   critic: Any
   actor_opt: Any
   critic_opt: Any
+  past: Any = None  # `PastSelves` with `config.past_selves.size` > 0, else None (no leaves).
+
+
+@flax.struct.dataclass
+class PastSelves:
+  """A ring buffer of the learner's past parameter sets (self-play only): every leaf of `actor` and `critic`
+  carries a leading axis of `size`; snapshot k (0-based) sits in slot k % size, so the oldest is overwritten
+  once the buffer is full. `count` is the number of snapshots taken so far."""
+
+  actor: Any
+  critic: Any
+  count: jax.Array
+
+
+def past_selves_size(config) -> int:
+  """The buffer's capacity; 0 (the default, and for configs without the key) turns past selves off."""
+  past = config.get('past_selves')
+  return 0 if past is None else past.size
+
+
+def init_past_selves(actor, critic, size: int) -> PastSelves:
+  """An empty buffer of `size` slots shaped like one parameter set."""
+  zeros = lambda x: jnp.zeros((size,) + x.shape, x.dtype)  # noqa: E731
+  return PastSelves(jax.tree.map(zeros, actor), jax.tree.map(zeros, critic), jnp.zeros((), jnp.int32))
+
+
+def add_past_self(buf: PastSelves, actor, critic, do=True) -> PastSelves:
+  """Writes (actor, critic) into slot count % size when `do` (traced), else returns the buffer unchanged.
+  Only one slot is touched, so the cost does not grow with the buffer."""
+  size = jax.tree.leaves(buf.actor)[0].shape[0]
+  slot = buf.count % size
+
+  def put(b, x):
+    return b.at[slot].set(jnp.where(do, x, b[slot]))
+
+  return PastSelves(
+    jax.tree.map(put, buf.actor, actor),
+    jax.tree.map(put, buf.critic, critic),
+    buf.count + jnp.asarray(do, jnp.int32),
+  )
+
+
+def sample_past_selves(buf: PastSelves, key, num_envs: int, num_past: int):
+  """The opponents of one update: environments [0, num_past) face a past self drawn uniformly (with
+  replacement) from the filled slots, the others the current self.
+
+  Returns (actor [num_envs, ...], critic [num_envs, ...], is_past bool[num_envs]); the rows of current-self
+  environments hold slot 0 and are not used. An empty buffer gives no past selves."""
+  size = jax.tree.leaves(buf.actor)[0].shape[0]
+  filled = jnp.minimum(buf.count, size)
+  slots = jax.random.randint(key, (num_envs,), 0, jnp.maximum(filled, 1))
+  is_past = (jnp.arange(num_envs) < num_past) & (filled > 0)
+  slots = jnp.where(is_past, slots, 0)
+  take = lambda x: x[slots]  # noqa: E731
+  return jax.tree.map(take, buf.actor), jax.tree.map(take, buf.critic), is_past
+
+
+def num_past_envs(config) -> int:
+  """How many of the `num_envs` environments face a past self each update (a fixed count, as the authors'
+  `cur_agent_frac`)."""
+  return int(round(config.num_envs * config.past_selves.frac)) if past_selves_size(config) else 0
 
 
 class Trajectory(NamedTuple):
@@ -70,6 +133,29 @@ def validate(config: ml_collections.ConfigDict) -> None:
   alignment.validate_options(past=config.alignment.past, mask=config.alignment.mask)
   if config.normalize not in ('std', 'meanstd', 'none'):
     raise ValueError(f"unknown normalize '{config.normalize}' (valid: std, meanstd, none)")
+  validate_past_selves(config)
+
+
+def validate_past_selves(config) -> None:
+  """`config.past_selves` (size, every, frac): one-line ConfigErrors for values that cannot work."""
+  past = config.get('past_selves')
+  if past is None:
+    return
+  if not isinstance(past.size, int) or isinstance(past.size, bool) or past.size < 0:
+    raise ConfigError(f'past_selves.size must be an integer >= 0 (0 = off), got {past.size!r}')
+  if not isinstance(past.every, int) or isinstance(past.every, bool) or past.every < 1:
+    raise ConfigError(
+      f'past_selves.every must be an integer >= 1 (updates between snapshots), got {past.every!r}'
+    )
+  if not 0.0 <= past.frac <= 1.0:
+    raise ConfigError(
+      f'past_selves.frac must be in [0, 1] (fraction of envs facing a past self), got {past.frac}'
+    )
+  if past.size > 0 and config.play != 'self_play':
+    raise ConfigError(
+      f"past_selves.size > 0 needs play 'self_play' (a buffer of the learner's own past), "
+      f"got play '{config.play}'"
+    )
 
 
 def make_game(config):
@@ -91,20 +177,31 @@ def sample_actions(key, logits):
 
 
 def make_rollout(game, agent, num_envs: int):
-  """`rollout(actor2, key, opponent=None) -> Trajectory`: seat 0 and seat 1 act with `actor2[0]`,
-  `actor2[1]`; with `opponent` (a fixed policy `(obs_row, key) -> action`), seat 1 uses it instead."""
+  """`rollout(actor2, key, opponent=None, past=None) -> Trajectory`: seat 0 and seat 1 act with
+  `actor2[0]`, `actor2[1]`; with `opponent` (a fixed policy `(obs_row, key) -> action`), seat 1 uses it
+  instead; with `past = (actor [B, ...], is_past bool[B])`, seat 1 of environment b acts with its own
+  parameter set `actor[b]` where `is_past[b]` (a past self), else with `actor2[1]`."""
 
-  def rollout(actor2, key, opponent=None):
+  def rollout(actor2, key, opponent=None, past=None):
     k_reset, k_loop = jax.random.split(key)
     env = jax.vmap(game.reset)(jax.random.split(k_reset, num_envs))
     carry = jnp.broadcast_to(agent.initial_carry(), (2, num_envs) + agent.initial_carry().shape)
     act = jax.vmap(jax.vmap(agent.actor_step, in_axes=(None, 0, 0, 0)), in_axes=(0, 0, 0, None))
+    if past is not None:
+      carry = (carry, carry[1])
 
     def step(c, key):
       env, carry = c
       k_act, k_opp, k_env = jax.random.split(key, 3)
       obs = jnp.swapaxes(jax.vmap(game.observe)(env), 0, 1)  # [2, B, obs_dim]
-      carry, logits = act(actor2, carry, obs, env.t)
+      if past is None:
+        carry, logits = act(actor2, carry, obs, env.t)
+      else:
+        (carry, carry_past), past_actor, is_past = carry, past[0], past[1]
+        carry, logits = act(actor2, carry, obs, env.t)
+        carry_past, logits_past = jax.vmap(agent.actor_step)(past_actor, carry_past, obs[1], env.t)
+        logits = logits.at[1].set(jnp.where(is_past[:, None, None], logits_past, logits[1]))
+        carry = (carry, carry_past)
       actions, logp = sample_actions(k_act, logits)
       if opponent is not None:
         fixed = jax.vmap(opponent)(obs[1], jax.random.split(k_opp, num_envs)).astype(actions.dtype)
@@ -168,16 +265,42 @@ def make_update(config, game, agent, beta):
     out_axes=1,
   )
 
+  use_past = past_selves_size(config) > 0
+  num_past = num_past_envs(config)
+
   def update(state: TrainState, _):
     key = jax.random.fold_in(state.rng, state.step)
-    traj = rollout(stack_seats(state.actor, config.play), key)
+    if use_past:
+      # As the authors (`coin_train.py`): snapshot first, so the buffer is never empty when sampled.
+      past_buf = add_past_self(
+        state.past, state.actor, state.critic, state.step % config.past_selves.every == 0
+      )
+      opp_actor, opp_critic, is_past = sample_past_selves(
+        past_buf, jax.random.fold_in(key, PAST_SELVES_STREAM), config.num_envs, num_past
+      )
+      traj = rollout(stack_seats(state.actor, config.play), key, past=(opp_actor, is_past))
+    else:
+      traj = rollout(stack_seats(state.actor, config.play), key)
     critic2 = stack_seats(state.critic, config.play)
     values = jax.vmap(functools.partial(seat_values, agent), in_axes=(0, 1, None))(critic2, traj.obs, traj.t)
+    if use_past:
+      # A past self's advantages (the learner's A² there) come from its own critic, as in the authors' code.
+      v_past = jax.vmap(agent.critic_values, in_axes=(0, 1, 1), out_axes=1)(
+        opp_critic, traj.obs[:, 1], traj.t
+      )
+      values = values.at[1].set(jnp.where(is_past[None, :], v_past, values[1]))
+      # Which (seat, env) samples train the learner: a past self's seat does not (its parameters are frozen).
+      learn = jnp.stack([jnp.ones_like(values[0]), jnp.broadcast_to(~is_past, values[1].shape)]).astype(
+        values.dtype
+      )  # [2, T, B]
+      scale = learn[0].size / jnp.maximum(learn.sum(axis=(1, 2)), 1.0)  # [2]: mean over learner samples.
     rewards = jnp.swapaxes(traj.rewards, 0, 1)  # [2, T, B]
     adv, returns = jax.vmap(gae, in_axes=(0, 0, None))(rewards, values, jnp.zeros(()))
     adv = jax.vmap(_normalize, in_axes=(0, None))(adv, config.normalize)
     aligned = jnp.stack([align(adv[0], adv[1], beta), align(adv[1], adv[0], beta)])  # [2, T, B]
     logp_old = jnp.swapaxes(traj.logp, 0, 1)
+    if use_past:
+      aligned = aligned * learn
 
     def actor_loss(actor_params):
       actor2 = stack_seats(actor_params, config.play)
@@ -190,12 +313,17 @@ def make_update(config, game, agent, beta):
         )
       else:
         losses = jax.vmap(ppo.policy_gradient_loss)(logp, aligned)
+      if use_past:
+        entropy = entropy * learn * scale[:, None, None]
+        return (losses * scale).sum() - config.entropy * entropy.mean(axis=(1, 2)).sum(), entropy.mean()
       return losses.sum() - config.entropy * entropy.mean(axis=(1, 2)).sum(), entropy.mean()
 
     def critic_loss(critic_params):
       v = jax.vmap(functools.partial(seat_values, agent), in_axes=(0, 1, None))(
         stack_seats(critic_params, config.play), traj.obs, traj.t
       )
+      if use_past:
+        return (0.5 * jnp.square(v - returns) * learn).mean(axis=(1, 2)).dot(scale)
       return jax.vmap(ppo.value_loss)(v, returns).sum()
 
     def actor_epoch(carry, _):
@@ -220,6 +348,8 @@ def make_update(config, game, agent, beta):
     state = state.replace(
       step=state.step + 1, actor=actor, critic=critic, actor_opt=actor_opt, critic_opt=critic_opt
     )
+    if use_past:
+      state = state.replace(past=past_buf)
     stats = {
       'actor_loss': a_loss[-1],
       'critic_loss': c_loss[-1],
@@ -228,6 +358,8 @@ def make_update(config, game, agent, beta):
       'return_per_step': traj.rewards.mean(),
     }
     stats.update(game_stats(config.game, traj))
+    if use_past:
+      stats['past_self_fraction'] = is_past.mean()
     return state, stats
 
   return update
@@ -267,12 +399,17 @@ def make_init(config, game, agent):
     if config.play == 'self_play':
       params = jax.tree.map(lambda x: x[0], params)
     return TrainState(
-      step=jnp.array(0),
+      step=jnp.zeros((), jnp.int32),  # Not weakly typed, as a restored checkpoint: one compile.
       rng=rng_loop,
       actor=params['actor'],
       critic=params['critic'],
       actor_opt=actor_tx.init(params['actor']),
       critic_opt=critic_tx.init(params['critic']),
+      past=(
+        init_past_selves(params['actor'], params['critic'], past_selves_size(config))
+        if past_selves_size(config)
+        else None
+      ),
     )
 
   return init

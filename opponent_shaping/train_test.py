@@ -12,8 +12,9 @@ import pytest
 from common import checkpoint
 from common import config as config_lib
 from common import metrics as metrics_lib
-from common.errors import UsageError
+from common.errors import ConfigError, UsageError
 from opponent_shaping import agents as agents_lib
+from opponent_shaping import ipd
 from opponent_shaping import train as train_lib
 
 CONFIGS = os.path.join(os.path.dirname(__file__), 'configs')
@@ -185,3 +186,121 @@ def test_seeds_shard_over_two_devices():
   found = json.loads(proc.stdout.strip().splitlines()[-1])
   assert found['devices'] == [0, 1] and found['out_devices'] == 2
   assert found['diff'] < 1e-5
+
+
+# Self-play against a buffer of past selves (`config.past_selves`).
+
+
+def past_config(size=3, every=2, frac=0.5, **overrides):
+  """Tabular IPD in self-play: the smallest program to compile."""
+  config = tiny(play='self_play', num_envs=16, **overrides)
+  config.past_selves.update({'size': size, 'every': every, 'frac': frac})
+  return config
+
+
+def test_past_selves_ring_buffer_wraps_and_samples_filled_slots():
+  buf = train_lib.init_past_selves({'w': jnp.zeros(2)}, {'v': jnp.zeros(())}, 3)
+  for k in range(5):
+    buf = train_lib.add_past_self(buf, {'w': jnp.full(2, k + 1.0)}, {'v': jnp.array(-(k + 1.0))})
+  assert int(buf.count) == 5
+  np.testing.assert_array_equal(buf.actor['w'][:, 0], [4.0, 5.0, 3.0])  # Snapshots 4, 5 overwrote 1, 2.
+  np.testing.assert_array_equal(buf.critic['v'], [-4.0, -5.0, -3.0])
+  same = train_lib.add_past_self(buf, {'w': jnp.full(2, 9.0)}, {'v': jnp.array(9.0)}, do=jnp.array(False))
+  jax.tree.map(np.testing.assert_array_equal, same, buf)
+
+  empty = train_lib.init_past_selves({'w': jnp.zeros(2)}, {'v': jnp.zeros(())}, 4)
+  _, _, is_past = train_lib.sample_past_selves(empty, jax.random.PRNGKey(0), 8, 8)
+  assert not is_past.any()  # Nothing to sample from yet.
+  two = train_lib.add_past_self(
+    train_lib.add_past_self(empty, {'w': jnp.ones(2)}, {'v': 1.0}), {'w': 2 * jnp.ones(2)}, {'v': 2.0}
+  )
+  actor, critic, is_past = train_lib.sample_past_selves(two, jax.random.PRNGKey(1), 1000, 600)
+  np.testing.assert_array_equal(is_past, np.arange(1000) < 600)
+  drawn = np.asarray(actor['w'][:600, 0])
+  assert set(np.unique(drawn)) == {1.0, 2.0} and 0.4 < (drawn == 1.0).mean() < 0.6  # Uniform, filled only.
+  np.testing.assert_array_equal(critic['v'][:600], drawn)  # Actor and critic of the same snapshot.
+  again = train_lib.sample_past_selves(two, jax.random.PRNGKey(1), 1000, 600)
+  jax.tree.map(np.testing.assert_array_equal, again, (actor, critic, is_past))  # A function of the key.
+
+
+def one_seed_update(config):
+  """(the initial state of seed 0, the jitted update of one seed): smaller to compile than a chunk."""
+  game = train_lib.make_game(config)
+  agent = agents_lib.make_agent(config.arch, game)
+  state = jax.tree.map(lambda x: x[0], train_lib.init_states(config, game, agent)['advantage_alignment'])
+  return state, jax.jit(train_lib.make_update(config, game, agent, jnp.array(1.0)))
+
+
+def test_past_selves_off_is_unchanged():
+  """size 0 adds nothing to the state; frac 0 (buffer on, nobody plays it) trains as with the buffer off,
+  up to the order of float sums (the on path reduces the losses with weights). The off path is the code
+  from before the buffer (checked bit-identical against it when it was added, see the README)."""
+  off, update_off = one_seed_update(past_config(size=0, num_seeds=1))
+  assert off.past is None
+  on, update_on = one_seed_update(past_config(size=3, every=1, frac=0.0, num_seeds=1))
+  for _ in range(3):
+    off, stats_off = update_off(off, None)
+    on, stats_on = update_on(on, None)
+  assert int(on.past.count) == 3 and float(stats_on['past_self_fraction']) == 0.0
+  for a, b in [(off.actor, on.actor), (off.critic, on.critic), (stats_off, stats_on)]:
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5), a, {k: b[k] for k in a})
+
+
+def test_frozen_past_self_plays_seat_one_and_is_not_trained():
+  """A learner that always cooperates against a buffer of always-defectors (frac 1): seat 1 defects in every
+  environment, and neither the learner's actor nor its critic moves on the states only seat 1 visits (DC)."""
+  state, update = one_seed_update(past_config(size=2, every=1000, frac=1.0, num_seeds=1))
+  cooperate = jnp.tile(jnp.array([[8.0, -8.0]]), (5, 1))
+  buf = train_lib.PastSelves(
+    {'logits': jnp.stack([-cooperate, -cooperate])},
+    jax.tree.map(lambda x: jnp.stack([x, x]), state.critic),
+    jnp.array(2),
+  )
+  state = state.replace(step=jnp.array(1), actor={'logits': cooperate}, past=buf)
+  new, stats = update(state, None)
+  assert float(stats['past_self_fraction']) == 1.0
+  np.testing.assert_allclose(stats['cooperation'], 0.5, atol=0.01)  # Seat 0 cooperates, seat 1 defects.
+  np.testing.assert_allclose(stats['return_per_step'], -1.5, atol=0.03)  # (CD: -3, 0) on nearly every step.
+  jax.tree.map(np.testing.assert_array_equal, new.past, buf)  # No snapshot (every 1000), no gradient.
+  dc = ipd.MEMORY1_STATES.index('DC')
+  assert np.any(new.actor['logits'][2] != cooperate[2])  # CD: the learner's own state, trained.
+  np.testing.assert_array_equal(new.actor['logits'][dc], cooperate[dc])
+  np.testing.assert_array_equal(new.critic['values'][:, dc], state.critic['values'][:, dc])
+
+
+def test_past_selves_resume_equals_uninterrupted(tmp_path):
+  """The buffer is part of the checkpointed train state: the state after 5 updates (the ring wrapped: size 2,
+  a snapshot every 2 updates) comes back from an Orbax checkpoint bit for bit, buffer, count, step and key
+  included, so training on from it equals training on without the interruption (the jitted chunk is a
+  function of its inputs; the loop-level resume is `test_resume_equals_uninterrupted`)."""
+  config = past_config(size=2, every=2, frac=0.5)
+  game = train_lib.make_game(config)
+  agent = agents_lib.make_agent(config.arch, game)
+  init = train_lib.init_states(config, game, agent)['advantage_alignment']
+  half, _ = train_lib.make_train_chunk(config, game, agent)(init, jnp.ones((config.num_seeds,)), 5)
+  assert int(half.past.count[0]) == 3  # Snapshots at updates 0, 2, 4: slot 0 was overwritten.
+  with checkpoint.Checkpointer(str(tmp_path), every=1) as ckpt:
+    ckpt.save(5, {'aa': half}, force=True)
+  with checkpoint.Checkpointer(str(tmp_path)) as ckpt:
+    restored = ckpt.restore({'aa': jax.tree.map(jnp.zeros_like, half)}, step=5)['aa']
+  assert jax.tree.structure(restored) == jax.tree.structure(half)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(half)):
+    assert a.dtype == b.dtype and a.weak_type == b.weak_type
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+  'past,play,fragment',
+  [
+    ({'size': -1}, 'self_play', 'past_selves.size must be an integer >= 0'),
+    ({'size': 4, 'every': 0}, 'self_play', 'past_selves.every must be an integer >= 1'),
+    ({'size': 4, 'frac': 1.5}, 'self_play', r'past_selves.frac must be in \[0, 1\]'),
+    ({'size': 4}, 'independent', "needs play 'self_play'"),
+  ],
+)
+def test_bad_past_selves_fail_before_compiling(past, play, fragment, tmp_path):
+  config = tiny(play=play)
+  config.past_selves.update(past)
+  with pytest.raises(ConfigError, match=fragment):
+    train_lib.train_and_evaluate(config, str(tmp_path))
+  assert not os.listdir(tmp_path)

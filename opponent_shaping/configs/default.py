@@ -26,6 +26,11 @@ def get_config(arg=None):
   c.arch = 'tabular'
   c.hidden = 64
   c.play = 'independent'  # or 'self_play': one parameter set in both seats.
+  # Self-play against a buffer of past selves (research note §1.2, §3.2, pitfall 11), off with size 0: a ring
+  # of `size` snapshots of the learner (actor and critic), one taken every `every` updates; in a fixed
+  # fraction `frac` of the environments seat 1 is a past self drawn uniformly from the buffer (frozen, not
+  # trained). The authors' Coin Game agents: capacity 10 000, a snapshot every 10 updates.
+  c.past_selves = ml_collections.ConfigDict({'size': 0, 'every': 10, 'frac': 0.5})
   # Method name -> Advantage Alignment weight beta; beta = 0 is the naive (selfish) learner.
   c.methods = ml_collections.ConfigDict({'naive': 0.0, 'advantage_alignment': 1.0})
   c.claim_methods = ml_collections.ConfigDict({'naive': 'naive', 'aligned': 'advantage_alignment'})
