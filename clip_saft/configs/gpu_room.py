@@ -8,7 +8,8 @@ has room (the `gpu` run saturates: zero-shot 100 % ID, 95.7 % OOD, so P2 fails).
 - `steps<N>k`: N thousand pretraining steps (gpu.py: 5k);
 - `noise<P>`: `data.web_shape_noise` = P % (web captions name a uniformly random class shape);
 - `photo<P>`: `data.web_photo_fraction` = P % (share of photo-style web images; uniform styles give 25 %).
-e.g. `steps1k`, `noise30`, `photo5`, `noise30_photo5`, `steps2k_noise50_photo5`. Every variant also logs
+e.g. `steps1k`, `noise30`, `photo5`, `noise30_photo5`, `steps2k_noise50_photo5`; without `variant`,
+`noise30_photo5` (both knobs at once, the strongest of the four planned variants). Every variant also logs
 zero-shot accuracy every 500 pretraining steps (`pretrain/zero_shot_id`, `pretrain/zero_shot_ood` in
 metrics.jsonl), so one run shows where along pretraining the benchmark stops saturating. `smoke` shrinks it
 to the CPU smoke size (with the variant's knobs) for a quick check.
@@ -28,15 +29,14 @@ KNOBS = {
   'photo': lambda c, n: setattr(c.data, 'web_photo_fraction', n / 100),
 }
 FORMS = 'steps<N>k, noise<percent>, photo<percent>'
+DEFAULT_VARIANT = 'noise30_photo5'
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, variant='', smoke=False, seeds=3)
+  arg = config_lib.parse_arg(arg, variant=DEFAULT_VARIANT, smoke=False, seeds=3)
   c = gpu.get_config(','.join([f'seeds={arg.seeds}'] + (['smoke'] if arg.smoke else [])))
   if not arg.variant:
-    raise ConfigError(
-      f'gpu_room.py needs :variant=..., knobs joined by _ ({FORMS}), e.g. variant=noise30_photo5'
-    )
+    raise ConfigError(f'gpu_room.py: variant is empty; join knobs with _ ({FORMS}), e.g. {DEFAULT_VARIANT}')
   seen = set()
   for token in arg.variant.split('_'):
     match = re.fullmatch(r'(steps)([1-9]\d*)k|(noise|photo)(\d+)', token)
