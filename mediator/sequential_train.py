@@ -1,14 +1,20 @@
 """The sequential supply chain with a learning manager: IPPO factories and a PPO manager, trained together.
 
 Per update, `num_envs` episodes of `episode_length` steps are rolled out (one `lax.scan`):
-- the manager (variant 'incentives') sees the global state and samples, for every factory, a per-unit bonus
-  level for units ordered from supplier B (`chain.bonus_levels`);
-- each factory sees its own observation (inventory, pipeline, last demand and order, agent id, time) and
-  its bonus, and picks (quantity, supplier) with a policy shared by all factories (IPPO with an agent-id
-  input: the paper's plain multi-agent baseline is this learner with no manager);
-- factories are rewarded with raw profit + payout, the manager with sum raw - kappa * payout.
+- the manager sees the global state and samples, for every factory, a per-unit bonus level for units
+  ordered from supplier B (`chain.bonus_levels`; variants 'incentives' and 'both') and/or a signal, a
+  recommended number of units from supplier A in {0..max_order} (variants 'signal' and 'both'; the
+  sequential form of the static game's recommended a_i, see `static_train.py`);
+- each factory sees its own observation (inventory, pipeline, last demand and order, agent id, time), its
+  bonus (one-hot) and, with a signal, its own recommendation (one-hot) sampled at this step, and picks
+  (quantity, supplier) with a policy shared by all factories (IPPO with an agent-id input: the paper's
+  plain multi-agent baseline is this learner with no manager). The signal is cheap talk: nothing enforces
+  or pays for following it;
+- factories are rewarded with raw profit + payout, the manager with sum raw - kappa * payout (no payout
+  without incentives, so 'signal' earns sum raw).
 Both learn with PPO-clipped losses on GAE advantages (`common.ppo`); the manager's step is applied every
-`manager_every` updates (slower timescale).
+`manager_every` updates (slower timescale). The manager's bonus and signal are independent categorical
+heads of one MLP; its log-probability is their sum.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from common import ppo
 from common.errors import ConfigError
 from mediator import static_train
 
-SEQUENTIAL_MANAGERS = ('none', 'incentives')
+SEQUENTIAL_MANAGERS = ('none', 'incentives', 'signal', 'both')
 
 
 @flax.struct.dataclass
@@ -40,38 +46,63 @@ class SeqState:
 
 
 class Batch(NamedTuple):
-  x: jax.Array  # [T, E, N, obs + levels]: factory inputs
+  x: jax.Array  # [T, E, N, obs + levels (+ signals)]: factory inputs
   actions: jax.Array  # [T, E, N]
   logp: jax.Array  # [T, E, N]
   reward: jax.Array  # [T, E, N]: raw + payout
   gs: jax.Array  # [T, E, G]: global state
   bonus: jax.Array  # [T, E, N]: bonus level indices
+  signal: jax.Array  # [T, E, N]: recommended units from A (0 without a signal)
   m_logp: jax.Array  # [T, E]
   m_reward: jax.Array  # [T, E]
   stats: dict
 
 
-def check_manager(manager: str) -> bool:
+def check_manager(manager: str) -> tuple[bool, bool]:
+  """(pays incentives, sends a signal) for a manager variant; a one-line ConfigError for unknown ones."""
   if manager not in SEQUENTIAL_MANAGERS:
     raise ConfigError(
       f"manager '{manager}' is not available in the supply chain (valid: {', '.join(SEQUENTIAL_MANAGERS)})"
     )
-  return manager == 'incentives'
+  return manager in ('incentives', 'both'), manager in ('signal', 'both')
+
+
+def num_signals(chain) -> int:
+  """Signal values: a recommended number of units from supplier A, 0..max_order."""
+  return chain.max_order + 1
 
 
 def make_sequential(config, chain, manager: str):
   """`(init, update, rollout)` for one seed of the `manager` variant."""
-  pays = check_manager(manager)
+  pays, signals = check_manager(manager)
   n, levels = chain.num_factories, len(chain.bonus_levels)
+  sig = num_signals(chain) if signals else 0  # No signal columns without a signal: 'incentives' unchanged.
   bonus_values = jnp.asarray(chain.bonus_levels, jnp.float32)
   hidden = (config.hidden, config.hidden)
   f_actor = common_nn.MLP(hidden + (chain.num_actions,))
   f_critic = common_nn.MLP(hidden + (1,))
-  m_actor = common_nn.MLP(hidden + (n * levels,))
+  m_bonus = 0 if signals and not pays else n * levels  # 'none' keeps its (unused) bonus head, as before.
+  m_actor = common_nn.MLP(hidden + (m_bonus + n * sig,))
   m_critic = common_nn.MLP(hidden + (1,))
   factory_tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.factory_lr))
   manager_tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.manager_lr))
-  x_dim, g_dim = chain.obs_dim + levels, chain.global_state_dim
+  x_dim, g_dim = chain.obs_dim + levels + sig, chain.global_state_dim
+
+  def manager_heads(out):
+    """Manager MLP output [..., m_bonus + N·sig] -> (bonus logits [..., N, L], signal logits [..., N, sig])."""
+    lead = out.shape[:-1]
+    bonus = out[..., :m_bonus].reshape(lead + (n, levels)) if m_bonus else None
+    return bonus, out[..., m_bonus:].reshape(lead + (n, sig))
+
+  def head_logp(logits, idx):
+    return jnp.take_along_axis(jax.nn.log_softmax(logits), idx[..., None], -1)[..., 0].sum(-1)
+
+  def factory_input(obs, bonus, signal):
+    """[..., N, x_dim]: each factory's observation, its bonus one-hot and (with a signal) its own signal."""
+    parts = [obs, jax.nn.one_hot(bonus, levels)]
+    if signals:
+      parts.append(jax.nn.one_hot(signal, sig))
+    return jnp.concatenate(parts, -1)
 
   def init(rng):
     rng_init, rng_loop = jax.random.split(rng)
@@ -100,14 +131,18 @@ def make_sequential(config, chain, manager: str):
     def step(env, key):
       k_bonus, k_act, k_env = jax.random.split(key, 3)
       gs = jax.vmap(chain.global_state)(env)
-      if pays:
-        m_logits = m_actor.apply(state.manager['actor'], gs).reshape(num_envs, n, levels)
-        bonus = jax.random.categorical(k_bonus, m_logits)
-        m_logp = jnp.take_along_axis(jax.nn.log_softmax(m_logits), bonus[..., None], -1)[..., 0].sum(-1)
-      else:
-        bonus = jnp.zeros((num_envs, n), jnp.int32)
-        m_logp = jnp.zeros((num_envs,))
-      x = jnp.concatenate([jax.vmap(chain.observe)(env), jax.nn.one_hot(bonus, levels)], -1)
+      bonus = jnp.zeros((num_envs, n), jnp.int32)
+      signal = jnp.zeros((num_envs, n), jnp.int32)
+      m_logp = jnp.zeros((num_envs,))
+      if pays or signals:
+        b_logits, s_logits = manager_heads(m_actor.apply(state.manager['actor'], gs))
+        if pays:
+          bonus = jax.random.categorical(k_bonus, b_logits)
+          m_logp = m_logp + head_logp(b_logits, bonus)
+        if signals:
+          signal = jax.random.categorical(jax.random.fold_in(k_bonus, 1), s_logits)
+          m_logp = m_logp + head_logp(s_logits, signal)
+      x = factory_input(jax.vmap(chain.observe)(env), bonus, signal)
       logits = f_actor.apply(state.factory['actor'], x)
       actions = jax.random.categorical(k_act, logits)
       logp = jnp.take_along_axis(jax.nn.log_softmax(logits), actions[..., None], -1)[..., 0]
@@ -123,7 +158,9 @@ def make_sequential(config, chain, manager: str):
         'fill_a': info['fill_a'],
         'lost': info['lost'].sum(-1),
       }
-      return env, Batch(x, actions, logp, rew['agents'], gs, bonus, m_logp, rew['manager'], stats)
+      if signals:  # Factories whose units from A equal their recommendation.
+        stats['followed'] = (info['units_a'] == signal).astype(jnp.float32).mean(-1)
+      return env, Batch(x, actions, logp, rew['agents'], gs, bonus, signal, m_logp, rew['manager'], stats)
 
     _, batch = jax.lax.scan(step, env, jax.random.split(k_loop, chain.episode_length))
     return batch
@@ -166,17 +203,22 @@ def make_sequential(config, chain, manager: str):
       state.factory, state.factory_opt, factory_tx, factory_loss, config.ppo_epochs
     )
     manager_p, manager_opt, m_loss = state.manager, state.manager_opt, jnp.zeros(())
-    if pays:
+    if pays or signals:
       m_values = m_critic.apply(state.manager['critic'], batch.gs)[..., 0]
       m_adv, m_ret = advantages(m_values, batch.m_reward * scale)
       m_adv = ppo.normalize(m_adv)
 
       def manager_loss(params):
-        logits = m_actor.apply(params['actor'], batch.gs).reshape(batch.bonus.shape + (levels,))
-        logp = jnp.take_along_axis(jax.nn.log_softmax(logits), batch.bonus[..., None], -1)[..., 0].sum(-1)
+        b_logits, s_logits = manager_heads(m_actor.apply(params['actor'], batch.gs))
+        logp, entropy = jnp.zeros(batch.m_logp.shape), 0.0
+        if pays:
+          logp = logp + head_logp(b_logits, batch.bonus)
+          entropy = entropy + ppo.entropy_of_logits(b_logits).mean()
+        if signals:
+          logp = logp + head_logp(s_logits, batch.signal)
+          entropy = entropy + ppo.entropy_of_logits(s_logits).mean()
         pg, _ = ppo.ppo_clipped_loss(logp, batch.m_logp, m_adv, clip_eps=config.clip_eps)
         v = m_critic.apply(params['critic'], batch.gs)[..., 0]
-        entropy = ppo.entropy_of_logits(logits).mean()
         return pg + config.value_coef * ppo.value_loss(v, m_ret) - config.entropy * entropy
 
       new_p, new_opt, m_loss = ppo_epochs(
@@ -203,7 +245,7 @@ def summarize(stats) -> dict:
   """Per-episode sums (the paper's raw, agents' and manager's rewards) and the mechanism's measures."""
   per_episode = {k: stats[k].sum(0).mean() for k in ('raw', 'agents', 'manager', 'payout', 'lost')}
   units_a, units_b = stats['units_a'].sum(), stats['units_b'].sum()
-  return {
+  out = {
     'raw_reward': per_episode['raw'],
     'agents_reward': per_episode['agents'],
     'manager_reward': per_episode['manager'],
@@ -213,6 +255,9 @@ def summarize(stats) -> dict:
     'fill_a': stats['fill_a'].mean(),
     'lost_per_episode': per_episode['lost'],
   }
+  if 'followed' in stats:  # Only with a signal: the share of factory decisions that follow it.
+    out['signal_followed'] = stats['followed'].mean()
+  return out
 
 
 def make_chunk(config, chain, manager: str):

@@ -125,6 +125,7 @@ def metrics_rows(path):
   return metrics.read_metrics(str(path))
 
 
-def test_sequential_has_no_signal_manager(tmp_path):
-  with pytest.raises(ConfigError, match="manager 'signal' is not available"):
-    train.train_and_evaluate(seq_tiny(managers=('none', 'signal')), str(tmp_path))
+def test_sequential_rejects_unknown_manager(tmp_path):
+  with pytest.raises(ConfigError, match="manager 'bribes' is not available"):
+    train.train_and_evaluate(seq_tiny(managers=('none', 'bribes')), str(tmp_path))
+  assert not os.listdir(tmp_path)

@@ -2,7 +2,9 @@
 50 steps; supplier A cheap (1.0) with 5 units per step shared pro rata, its excess arriving 2 steps late;
 supplier B dear (2.5), unlimited, on time; holding 0.1, lost sale 1.0, price 3. IPPO factories with shared
 parameters and an agent-id input; a PPO manager on the global state paying per-agent bonuses on units
-from B. The paper's baseline is the same factories without a manager.
+from B. The paper's baseline is the same factories without a manager. `managers` may also list 'signal' and
+'both' (the manager's per-factory recommended units from A, one-hot in the factory's observation; see
+sequential_train.py); they are left out by default to keep the GPU run's time.
 
     python -m mediator.main --config=mediator/configs/supply_chain.py --workdir=/tmp/mediator_seq
 
