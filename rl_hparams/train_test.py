@@ -142,6 +142,8 @@ def test_unknown_hyperparameter_in_the_sweep_is_named(tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+# Slow (55 s on CI's 2 cores: a fresh subprocess compiles every program again); run with --runslow.
+@pytest.mark.slow
 def test_two_devices_run_programs_in_parallel_with_the_same_results(smoke_run, tmp_path):
   """Two (forced CPU) devices, one worker thread each: the programs' results equal the one-device sweep's."""
   full_dir, _ = smoke_run
