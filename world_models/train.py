@@ -247,6 +247,17 @@ def posteriors(parts: Parts, wm_params, batch, rng):
   return jax.tree.map(jax.lax.stop_gradient, posts)
 
 
+def connector_update(parts: Parts, conn_params, conn_opt, posts, embeds):
+  """One optimizer step of the connector toward the detached posteriors `posts` (the world-model stage and
+  the connector fine-tune share it); returns (params, optimizer state, metrics)."""
+  (conn_kl, init_kl), conn_grad = jax.value_and_grad(connector_objective, has_aux=True)(
+    conn_params, parts, posts, embeds
+  )
+  updates, conn_opt = parts.conn_tx.update(conn_grad, conn_opt, conn_params)
+  metrics = {'kl': conn_kl, 'initial_kl': init_kl, 'grad_norm': optax.tree.norm(conn_grad)}
+  return optax.apply_updates(conn_params, updates), conn_opt, metrics
+
+
 def world_model_step(state: WorldModelState, step, *, parts: Parts, data) -> tuple[WorldModelState, dict]:
   """One update of the world model, the connector (own optimizer, on the detached posterior) and the
   aligner (own optimizer, on the batch's video embeddings)."""
@@ -259,11 +270,9 @@ def world_model_step(state: WorldModelState, step, *, parts: Parts, data) -> tup
   )
   updates, wm_opt = parts.wm_tx.update(wm_grad, state.wm_opt, state.wm_params)
   wm_params = optax.apply_updates(state.wm_params, updates)
-  (conn_kl, init_kl), conn_grad = jax.value_and_grad(connector_objective, has_aux=True)(
-    state.conn_params, parts, posts, batch['embeds']
+  conn_params, conn_opt, conn_metrics = connector_update(
+    parts, state.conn_params, state.conn_opt, posts, batch['embeds']
   )
-  updates, conn_opt = parts.conn_tx.update(conn_grad, state.conn_opt, state.conn_params)
-  conn_params = optax.apply_updates(state.conn_params, updates)
   embeds = batch['embeds'][:: c.vlm.n_frames].reshape(-1, c.vlm.embed_dim)
   align_loss, align_grad = jax.value_and_grad(
     lambda p: aligner_lib.aligner_loss(parts.align, p, embeds, rng_align, c.aligner.noise)
@@ -272,7 +281,7 @@ def world_model_step(state: WorldModelState, step, *, parts: Parts, data) -> tup
   align_params = optax.apply_updates(state.align_params, updates)
   metrics = {
     'wm': dict(wm_metrics, grad_norm=optax.tree.norm(wm_grad), param_norm=optax.tree.norm(wm_params)),
-    'connector': {'kl': conn_kl, 'initial_kl': init_kl, 'grad_norm': optax.tree.norm(conn_grad)},
+    'connector': conn_metrics,
     'aligner': {'loss': align_loss, 'grad_norm': optax.tree.norm(align_grad)},
   }
   new = state.replace(
@@ -296,12 +305,9 @@ def connector_finetune_step(state: ConnectorFinetuneState, step, *, parts: Parts
   rng_batch, rng_obs = jax.random.split(rng)
   batch = sample_batch(data, rng_batch, c.wm.batch_size, c.wm.seq_len, c.vlm.n_frames)
   posts = posteriors(parts, wm_params, batch, rng_obs)
-  (conn_kl, init_kl), conn_grad = jax.value_and_grad(connector_objective, has_aux=True)(
-    state.conn_params, parts, posts, batch['embeds']
+  conn_params, conn_opt, metrics = connector_update(
+    parts, state.conn_params, state.conn_opt, posts, batch['embeds']
   )
-  updates, conn_opt = parts.conn_tx.update(conn_grad, state.conn_opt, state.conn_params)
-  conn_params = optax.apply_updates(state.conn_params, updates)
-  metrics = {'kl': conn_kl, 'initial_kl': init_kl, 'grad_norm': optax.tree.norm(conn_grad)}
   return state.replace(step=state.step + 1, conn_params=conn_params, conn_opt=conn_opt), metrics
 
 
@@ -607,6 +613,11 @@ def _commit(tree):
 def _finite_or_none(value):
   value = float(value)
   return value if np.isfinite(value) else None
+
+
+def _train_rows_finite(rows) -> bool:
+  """Every `train/*` value of a sub-run's metrics rows is finite."""
+  return all(np.isfinite(v) for r in rows for k, v in r.items() if k.startswith('train/'))
 
 
 def _slug(text):
@@ -919,12 +930,12 @@ def train_and_evaluate(config, workdir: str):
   checks = crafted_checks(fns, wm_state, data, rng_check)
   rows = metrics_lib.read_metrics(os.path.join(workdir, 'wm'))
   first, last = rows[0]['train/wm/loss'], rows[-1]['train/wm/loss']
-  finite = all(np.isfinite(v) for r in rows for k, v in r.items() if k.startswith('train/'))
+  finite = _train_rows_finite(rows)
   for method in scores:
     for prompt in scores[method]:
       sub = os.path.join(workdir, 'behaviour', _run_name(config, method, prompt))
       brows = metrics_lib.read_metrics(sub)
-      finite = finite and all(np.isfinite(v) for r in brows for k, v in r.items() if k.startswith('train/'))
+      finite = finite and _train_rows_finite(brows)
   curves = {
     'world model': ([r['step'] for r in rows], [r['train/wm/loss'] for r in rows]),
     'connector KL': ([r['step'] for r in rows], [r['train/connector/kl'] for r in rows]),
@@ -932,7 +943,7 @@ def train_and_evaluate(config, workdir: str):
   ft_kl = None
   if config.wm.connector_finetune_steps:
     ft_rows = metrics_lib.read_metrics(os.path.join(workdir, 'wm_connector_ft'))
-    finite = finite and all(np.isfinite(v) for r in ft_rows for k, v in r.items() if k.startswith('train/'))
+    finite = finite and _train_rows_finite(ft_rows)
     ft_kl = [ft_rows[0]['train/connector_ft/kl'], ft_rows[-1]['train/connector_ft/kl']]
     # Plotted after the world-model steps.
     curves['connector KL, fine-tune'] = (
