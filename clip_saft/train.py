@@ -333,8 +333,7 @@ class Runner:
     self.params0 = jax.device_put(params0, jax.local_devices()[0])  # Committed, as pretrain's output.
     self.evaluator = evaluator or Evaluator(config, model, tokenizer)
     ev = self.evaluator
-    self.names, self.num_classes, self.eval_tokens = ev.names, ev.num_classes, ev.eval_tokens
-    self.encode, self.head, self.eval_sets = ev.encode, ev.head, ev.eval_sets
+    self.names, self.num_classes, self.head = ev.names, ev.num_classes, ev.head
     ctx = config.model.context_length
     train_templates = ev.ensemble if config.finetune.templates == 'ensemble' else ev.ensemble[:1]
     self.train_tokens = baselines.prompt_tokens(tokenizer, self.names, train_templates, ctx)
