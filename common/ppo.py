@@ -266,6 +266,19 @@ def value_loss(values, targets, *, kind: str = 'mse', huber_delta: float = 1.0) 
   return jnp.mean(0.5 * jnp.square(quadratic) + huber_delta * linear)
 
 
+def categorical_logp(logits, actions) -> jax.Array:
+  r"""log softmax(logits)[a] over the last axis: the log-probability of each chosen category.
+
+  Args:
+    logits: [..., n] unnormalised log-probabilities.
+    actions: [...] integer categories in [0, n).
+
+  Returns:
+    [...] log-probabilities.
+  """
+  return jnp.take_along_axis(jax.nn.log_softmax(logits), actions[..., None], -1)[..., 0]
+
+
 def entropy_of_logits(logits) -> jax.Array:
   r"""Entropy of the categorical distribution softmax(logits) over the last axis, one value per row.
 

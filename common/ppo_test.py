@@ -285,6 +285,13 @@ def test_value_loss_unknown_kind_suggests_nearest():
   assert 'mse' in str(info.value)
 
 
+def test_categorical_logp_picks_the_chosen_log_probability():
+  logits = jnp.array([[0.0, math.log(3.0)], [2.0, 2.0]])
+  np.testing.assert_allclose(
+    ppo.categorical_logp(logits, jnp.array([1, 0])), [math.log(0.75), math.log(0.5)], rtol=1e-6
+  )
+
+
 def test_entropy_of_logits_hand_values():
   assert float(ppo.entropy_of_logits(jnp.zeros(4))) == pytest.approx(math.log(4.0), rel=1e-6)
   assert float(ppo.entropy_of_logits(jnp.full(7, 3.3))) == pytest.approx(math.log(7.0), rel=1e-6)

@@ -95,7 +95,7 @@ def make_sequential(config, chain, manager: str):
     return bonus, out[..., m_bonus:].reshape(lead + (n, sig))
 
   def head_logp(logits, idx):
-    return jnp.take_along_axis(jax.nn.log_softmax(logits), idx[..., None], -1)[..., 0].sum(-1)
+    return ppo.categorical_logp(logits, idx).sum(-1)
 
   def factory_input(obs, bonus, signal):
     """[..., N, x_dim]: each factory's observation, its bonus one-hot and (with a signal) its own signal."""
@@ -145,7 +145,7 @@ def make_sequential(config, chain, manager: str):
       x = factory_input(jax.vmap(chain.observe)(env), bonus, signal)
       logits = f_actor.apply(state.factory['actor'], x)
       actions = jax.random.categorical(k_act, logits)
-      logp = jnp.take_along_axis(jax.nn.log_softmax(logits), actions[..., None], -1)[..., 0]
+      logp = ppo.categorical_logp(logits, actions)
       env, raw, info = jax.vmap(chain.step)(env, actions, jax.random.split(k_env, num_envs))
       rew = jax.vmap(lambda r, i, b: chain.rewards(r, i, b, config.kappa))(raw, info, bonus_values[bonus])
       stats = {
@@ -193,7 +193,7 @@ def make_sequential(config, chain, manager: str):
 
     def factory_loss(params):
       logits = f_actor.apply(params['actor'], batch.x)
-      logp = jnp.take_along_axis(jax.nn.log_softmax(logits), batch.actions[..., None], -1)[..., 0]
+      logp = ppo.categorical_logp(logits, batch.actions)
       pg, _ = ppo.ppo_clipped_loss(logp, batch.logp, f_adv, clip_eps=config.clip_eps)
       v = f_critic.apply(params['critic'], batch.x)[..., 0]
       entropy = ppo.entropy_of_logits(logits).mean()

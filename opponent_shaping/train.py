@@ -172,7 +172,7 @@ def stack_seats(tree, play: str):
 def sample_actions(key, logits):
   """logits [..., heads, choices] -> (actions [..., heads], log-prob summed over heads [...])."""
   actions = jax.random.categorical(key, logits)
-  logp = jnp.take_along_axis(jax.nn.log_softmax(logits), actions[..., None], -1)[..., 0].sum(-1)
+  logp = ppo.categorical_logp(logits, actions).sum(-1)
   return actions, logp
 
 
