@@ -301,9 +301,13 @@ def make_claims(sft_summary: Dict, runs: Dict[str, Dict], value: Dict, smoke: bo
     )
   if value:
     # States whose outcome is already certain make every estimator exact: the comparison is void there.
-    spread = value.get('truth_spread', 1.0)
-    void = spread < MIN_TRUTH_SPREAD
-    suffix = f' (invalid: truth spread {spread:.3f} < {MIN_TRUTH_SPREAD})' if void else ''
+    # An analysis saved without its spread (older runs) cannot show that the comparison means anything.
+    spread = value.get('truth_spread')
+    void = spread is None or spread < MIN_TRUTH_SPREAD
+    if spread is None:
+      suffix = ' (invalid: truth spread not recorded)'
+    else:
+      suffix = f' (invalid: truth spread {spread:.3f} < {MIN_TRUTH_SPREAD})' if void else ''
     value_claims = [
       results.Claim.at_most(
         f'MC(K=9) value MAE vs {value["truth_rollouts"]}-rollout truth{suffix}',

@@ -140,11 +140,14 @@ def test_smollm2_config_runs_one_iteration_of_vineppo_and_ppo(tmp_path):
     )  # 2 epochs.
 
 
-@pytest.mark.parametrize('spread, void', [(0.0, True), (0.3, False)])
+@pytest.mark.parametrize('spread, void', [(0.0, True), (0.3, False), (None, True)])
 def test_value_claims_are_void_when_every_outcome_is_certain(spread, void):
   # A collapsed policy (every state surely lost) makes every estimator exact: such a comparison must fail.
+  # So must an analysis saved without its spread (None: the key is missing).
   sft_summary = {'skipped': True, 'test_accuracy': 0.5}
-  value = {'truth_rollouts': 256, 'mae_mc_k9': 0.0, 'mae_critic': 0.01, 'truth_spread': spread}
+  value = {'truth_rollouts': 256, 'mae_mc_k9': 0.0, 'mae_critic': 0.01}
+  if spread is not None:
+    value['truth_spread'] = spread
   claims = train.make_claims(sft_summary, {}, value, smoke=False)
   value_claims = [c for c in claims if 'MAE' in c.name]
   assert len(value_claims) == 2

