@@ -5,10 +5,19 @@
   get their incoming weights re-drawn from the initialiser and their bias zeroed, their outgoing weights
   zeroed, and Adam's first and second moments zeroed at all those positions (the count is kept).
 * Reset (Nikishin et al. 2022): every `every` updates the actor, critic, their targets and optimiser states
-  are drawn afresh; the replay buffer and observation statistics stay.
+  are drawn afresh; the replay buffer and observation statistics stay. The whole networks, not only the
+  last layers: Nikishin et al. reset the last layers of deep (SPR, pixel) agents but every layer of the
+  small state-based SAC MLPs, the setting closest to NE's TD3 MLPs (`rl_with_resets`), and NE's code has
+  no Reset of its own to follow. A reset due at the run's last update is skipped (`train.run_steps`): no
+  update would follow it, and the final evaluation would score a fresh network.
 * Plasticity Injection (Nikishin et al. 2023), on the critic (`networks.InjectedCritic`): once, after
   `at` updates, a fresh critic draw becomes both the trainable `new` part and the frozen `init` part and the
-  old critic freezes; online and target critics are injected alike (so the target stays consistent).
+  old critic freezes, so Q = Q_base + Q_new - Q_init is unchanged at injection; online and target critics
+  are injected alike (so the target stays consistent) and the critic's Adam moments are zeroed (momentum
+  would otherwise keep moving the frozen `base`). The target's `base` keeps tracking the frozen online
+  `base` by Polyak steps. Nikishin et al. inject the head of the Q-network after its (still training)
+  convolutional encoder; TD3's critic is an MLP without an encoder, so the whole twin critic plays the
+  head here. The actor is not injected.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ import numpy as np
 from rl_plasticity import baselines
 from rl_plasticity import envs
 from rl_plasticity import ne
+from rl_plasticity import networks
 from rl_plasticity import td3
 
 
@@ -81,3 +82,56 @@ def test_reset_draws_fresh_networks_and_keeps_the_buffer():
   k1 = new.critic.params['params']['q1']['dense_0']['kernel']
   assert not np.allclose(k0, k1)
   np.testing.assert_array_equal(new.critic.target['params']['q1']['dense_0']['kernel'], k1)
+
+
+def _filled(state, key):
+  """The state with a full replay ring of random transitions (Pendulum: obs 3, action 1)."""
+  b = state.buffer
+  ko, ka, kr, kn = jax.random.split(key, 4)
+  n = b.reward.shape[0]
+  return state.replace(
+    buffer=b.replace(
+      obs=jax.random.normal(ko, b.obs.shape),
+      action=jax.random.uniform(ka, b.action.shape, minval=-1.0, maxval=1.0),
+      reward=jax.random.normal(kr, (n,)),
+      next_obs=jax.random.normal(kn, b.next_obs.shape),
+      discount=jnp.ones(n),
+      size=jnp.int32(n),
+    )
+  )
+
+
+def test_plasticity_injection_frozen_parts_stay_put_under_training():
+  agent, state = _agent(True)
+  state = _filled(state, jax.random.PRNGKey(4))
+  update = jax.jit(agent.update)
+  for u in range(3):  # Momentum from before the injection must not move the frozen parts afterwards.
+    state, _ = update(state, jnp.int32(u), jax.random.PRNGKey(10 + u))
+  injected, _ = baselines.injection_hook(agent)(state, jnp.int32(1), jax.random.PRNGKey(2))
+  trained = injected
+  for u in range(3, 7):  # Actor and Polyak steps at u = 4 and 6.
+    trained, _ = update(trained, jnp.int32(u), jax.random.PRNGKey(10 + u))
+  p0, p1 = injected.critic.params['params'], trained.critic.params['params']
+  for part in ('base', 'init'):
+    for a, b in zip(jax.tree.leaves(p0[part]), jax.tree.leaves(p1[part])):
+      np.testing.assert_array_equal(a, b)
+  t0, t1 = injected.critic.target['params'], trained.critic.target['params']
+  for a, b in zip(jax.tree.leaves(t0['init']), jax.tree.leaves(t1['init'])):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # Polyak toward an identical copy: ulps only.
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p0['new']), jax.tree.leaves(p1['new'])))
+
+
+def test_injected_critic_dormancy_counts_only_the_units_in_use():
+  agent, state = _agent(True)
+  state = _filled(state, jax.random.PRNGKey(4))
+  obs, act = state.buffer.obs, state.buffer.action
+  acts = agent.critic_net.apply(state.critic.params, obs, act)[2]
+  for a, b in zip(jax.tree.leaves(acts['new']), jax.tree.leaves(acts['base'])):
+    np.testing.assert_array_equal(a, b)  # Before injection `new` is not part of the function.
+  injected, _ = baselines.injection_hook(agent)(state, jnp.int32(1), jax.random.PRNGKey(2))
+  acts = agent.critic_net.apply(injected.critic.params, obs, act)[2]
+  new = networks.Critic(agent.cfg.critic_hidden).apply(
+    {'params': injected.critic.params['params']['new']}, obs, act
+  )[2]
+  for a, b in zip(jax.tree.leaves(acts['new']), jax.tree.leaves(new)):
+    np.testing.assert_array_equal(a, b)

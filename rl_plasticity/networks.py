@@ -81,6 +81,10 @@ class InjectedCritic(nn.Module):
   Before injection (g = 0) only `base` trains. The injection hook sets g = 1 and copies one fresh draw into
   both `new` and `init`, so the function is unchanged at that moment; afterwards `base` and `init` are
   frozen (stop_gradient) and only `new` trains. g is a parameter that never receives a gradient.
+
+  The returned activations (dormancy and FAU) cover the units that make the function: before injection
+  `new` is not part of it, so its entry repeats `base`'s activations (every layer twice, the same ratios
+  as `base` alone); after injection `base` and `new` (`init` only cancels `new`'s starting function).
   """
 
   hidden: Sequence[int]
@@ -95,4 +99,5 @@ class InjectedCritic(nn.Module):
     i1, i2, _ = Critic(self.hidden, self.layer_norm_last, name='init')(obs, action)
     q1 = g * sg(b1) + (1 - g) * b1 + g * (n1 - sg(i1))
     q2 = g * sg(b2) + (1 - g) * b2 + g * (n2 - sg(i2))
+    an = jax.tree.map(lambda n, b: jnp.where(g > 0, n, b), an, ab)
     return q1, q2, {'base': ab, 'new': an}

@@ -7,10 +7,12 @@ Layout of a run (`workdir`):
 
 Each method is a sub-run: `jax.jit(jax.vmap(agent.run_chunk))` over seeds, in chunks of `delta` updates
 (delta / replay_ratio env steps). Between chunks the method's hook runs (NE's grow/prune step every chunk,
-ReDo and Reset every `every` updates), and every `log_every` / `eval_every` env steps a probe batch gives
-the plasticity metrics and deterministic episodes give the return, per seed. A finished sub-run writes
-`final.json` and drops its checkpoints; a rerun reads it back. Claims compare the IQM over seeds of the
-final 10 % of evaluations (acceptance in the config).
+ReDo and Reset every `every` updates, Plasticity Injection once), and every `log_every` / `eval_every` env
+steps a probe batch gives the plasticity metrics and deterministic episodes give the return, per seed. The
+measurements at a step are taken before that step's hook, so they score the network as trained, not one
+just reset or recycled; a baseline's hook due at the run's last update is skipped (nothing trains after
+it). A finished sub-run writes `final.json` and drops its checkpoints; a rerun reads it back. Claims compare
+the IQM over seeds of the final 10 % of evaluations (acceptance in the config).
 """
 
 from __future__ import annotations
@@ -168,6 +170,18 @@ def validate(config, env: Optional[envs_lib.Env] = None) -> envs_lib.Env:
   for name in ('redo', 'reset'):
     if name in config.methods:
       _positive_multiple(config, f'{name}.every', config[name].every, config.delta, 'delta')
+      if config[name].every >= updates:
+        raise ConfigError(
+          f'{name}.every ({config[name].every} updates) must be below the run ({updates} updates), '
+          'or it never acts'
+        )
+  if 'injection' in config.methods and not (
+    0.0 < config.injection.at < 1.0 and injection_at(config) < updates
+  ):
+    raise ConfigError(
+      f'injection.at ({config.injection.at}) must put the injection inside the run: in (0, 1) and at least '
+      f'one delta ({config.delta} updates) before its end ({updates} updates)'
+    )
   env = env or envs_lib.make(config.env, episode_length=config.episode_length, backend=config.backend)
   need = replay_bytes(config, env.obs_dim, env.act_dim)
   have = device_memory_bytes()
@@ -185,17 +199,33 @@ def validate(config, env: Optional[envs_lib.Env] = None) -> envs_lib.Env:
 
 
 class Programs:
-  """The jitted, seed-vmapped programs of one method (each compiles once per run)."""
+  """The jitted, seed-vmapped programs of one method (each compiles once per run).
 
-  def __init__(self, config, env: envs_lib.Env, method: str):
+  `shared` (a dict owned by the caller, for one environment) lends the agent and its init, chunk, evaluate
+  and probe programs to every method with the same agent: TD3, ReDo and Reset then compile them once."""
+
+  def __init__(self, config, env: envs_lib.Env, method: str, shared: Optional[dict] = None):
     cfg = agent_config(config, method)
     sparse = None
     if method.startswith('ne'):
       s = ne_settings(config, method)
       sparse = (s['initial_density'], s['final_density'])
-    self.agent = agent = td3.TD3(env, cfg, sparse=sparse, injection=method == 'injection')
     self.method = method
-    self.chunk_iters = chunk_env_steps(config) // config.num_envs
+    self.total_updates = total_updates(config)
+    self.hook_at_end = sparse is not None  # NE keeps its last topology step; the baselines' is skipped.
+    self.chunk_iters = length = chunk_env_steps(config) // config.num_envs
+    key = (cfg, sparse, method == 'injection', length)
+    if shared is not None and key in shared:
+      agent, init, self.chunk, self.evaluate, self.probe = shared[key]
+    else:
+      agent = td3.TD3(env, cfg, sparse=sparse, injection=method == 'injection')
+      init = jax.jit(jax.vmap(agent.init))
+      self.chunk = jax.jit(jax.vmap(lambda s, start: agent.run_chunk(s, start, length), in_axes=(0, None)))
+      self.evaluate = jax.jit(jax.vmap(agent.evaluate))
+      self.probe = jax.jit(jax.vmap(agent.probe))
+      if shared is not None:
+        shared[key] = (agent, init, self.chunk, self.evaluate, self.probe)
+    self.agent = agent
     self.hook_every = 0  # Updates between hook calls (0: no hook).
     hook = None
     if sparse is not None:
@@ -219,12 +249,7 @@ class Programs:
       hook, self.hook_every = baselines.reset_hook(agent), config.reset.every
     elif method == 'injection':
       hook, self.hook_every = baselines.injection_hook(agent), injection_at(config)
-    init = jax.jit(jax.vmap(agent.init))
     self.init = lambda keys: self.place(init(keys))
-    length = self.chunk_iters
-    self.chunk = jax.jit(jax.vmap(lambda s, start: agent.run_chunk(s, start, length), in_axes=(0, None)))
-    self.evaluate = jax.jit(jax.vmap(agent.evaluate))
-    self.probe = jax.jit(jax.vmap(agent.probe))
     self.hook = None
     if hook is not None:
 
@@ -249,9 +274,10 @@ def purpose_keys(state, purpose: int, step: int):
   return jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, purpose), step))(state.key)
 
 
-def run_steps(config, programs: Programs, state, begin: int, end: int, log=None):
+def run_steps(config, programs: Programs, state, begin: int, end: int, log=None, measure=None):
   """Advances all seeds from env step `begin` to `end` (chunk by chunk, with hooks); `log(end, row)` gets
-  each chunk's row (seed means) and hook stats. Pure apart from `log`: the tests call it directly."""
+  each chunk's row (seed means) and hook stats, `measure(end, state)` the state after each chunk and
+  before its hook. Pure apart from the callbacks: the tests call it directly."""
   chunk = chunk_env_steps(config)
   for b in range(begin, end, chunk):
     e = b + chunk
@@ -259,7 +285,10 @@ def run_steps(config, programs: Programs, state, begin: int, end: int, log=None)
     row = {'train': out}
     updates = max(0, e - config.learning_starts) * config.replay_ratio
     updates = int(round(updates))
-    if programs.hook is not None and updates > 0 and updates % programs.hook_every == 0:
+    if measure is not None:
+      measure(e, state)
+    last = updates >= programs.total_updates and not programs.hook_at_end
+    if programs.hook is not None and updates > 0 and updates % programs.hook_every == 0 and not last:
       state, hook_stats = programs.hook(state, jnp.int32(updates // programs.hook_every))
       row['hook'] = hook_stats
     if log is not None:
@@ -300,14 +329,14 @@ def interval_row(rows: List[dict]) -> Dict[str, float]:
   return out
 
 
-def run_method(config, workdir: str, env: envs_lib.Env, method: str) -> dict:
+def run_method(config, workdir: str, env: envs_lib.Env, method: str, shared: Optional[dict] = None) -> dict:
   """Trains and evaluates all seeds of one method, resuming from its checkpoint; returns `final.json`."""
   subdir = os.path.join(workdir, method)
   done = results.read_json(os.path.join(subdir, FINAL_FILE))
   if done is not None and done.get('total_env_steps') == config.total_env_steps:
     logging.info('%s is finished; skipping it', method)
     return done
-  programs = Programs(config, env, method)
+  programs = Programs(config, env, method, shared)
   start_time = time.time()
   init = programs.init(seed_keys(config))
   with checkpoint.Checkpointer(subdir, every=config.checkpoint_every, keep=1) as ckpt:
@@ -315,26 +344,37 @@ def run_method(config, workdir: str, env: envs_lib.Env, method: str) -> dict:
     state = programs.place(state)
     with metrics_lib.MetricWriter(subdir, resume_step=start) as writer:
       since: List[dict] = []  # Host copies of the chunk rows since the last metrics row.
+      measured: Dict[str, float] = {}  # Probe and evaluation of the state before the step's hook.
       chunk = chunk_env_steps(config)
-      t_row = time.time()
+      t_row, t_measure = time.time(), 0.0
+
+      def measure(step, s):
+        nonlocal t_measure
+        if step % config.log_every and step % config.eval_every:
+          return
+        t0 = time.time()
+        measured.update(
+          seed_row(jax.device_get(programs.probe(s, purpose_keys(s, td3.RNG_PROBE, step))), 'probe')
+        )
+        if step % config.eval_every == 0:
+          ret = programs.evaluate(s, purpose_keys(s, td3.RNG_EVAL, step))
+          measured.update(seed_row({'return': jax.device_get(ret)}, 'eval'))
+        t_measure += time.time() - t0
+
       for begin, end in metrics_lib.chunks(config.total_env_steps, chunk, start=start, desc=method):
         state = run_steps(
-          config, programs, state, begin, end, lambda step, row: since.append(jax.device_get(row))
+          config, programs, state, begin, end, lambda step, row: since.append(jax.device_get(row)), measure
         )
         if end % config.log_every == 0 or end % config.eval_every == 0:
           row = interval_row(since)
           row['charts/env_steps_per_second'] = (
-            len(since) * chunk * config.num_seeds / max(time.time() - t_row, 1e-9)
+            len(since) * chunk * config.num_seeds / max(time.time() - t_row - t_measure, 1e-9)
           )
           since.clear()
-          row.update(
-            seed_row(jax.device_get(programs.probe(state, purpose_keys(state, td3.RNG_PROBE, end))), 'probe')
-          )
-          if end % config.eval_every == 0:
-            ret = programs.evaluate(state, purpose_keys(state, td3.RNG_EVAL, end))
-            row.update(seed_row({'return': jax.device_get(ret)}, 'eval'))
+          row.update(measured)
+          measured.clear()
           writer.write(end, row)
-          t_row = time.time()
+          t_row, t_measure = time.time(), 0.0
         ckpt.save(end, state)
   final = summarise_method(config, subdir, method, state, programs)
   final['wall_seconds'] = round(time.time() - start_time, 2)
@@ -514,7 +554,8 @@ def train_and_evaluate(config, workdir: str):
   """Runs every method (seeds vmapped), then writes the claims, plots and `results.json`."""
   env = validate(config)
   start_time = time.time()
-  finals = {m: run_method(config, workdir, env, m) for m in config.methods}
+  shared: dict = {}  # Programs shared by methods with one agent (TD3, ReDo, Reset).
+  finals = {m: run_method(config, workdir, env, m, shared) for m in config.methods}
   claims = build_claims(config, finals)
   plots = plot(config, workdir)
   summary = {

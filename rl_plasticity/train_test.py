@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from common import checkpoint
+from common import metrics as metrics_lib
 from common import config as config_lib
 from common.errors import ConfigError
 from rl_plasticity import train
@@ -48,6 +49,8 @@ def tiny_config(**overrides):
     ({'buffer_capacity': 10**13}, 'lower buffer_capacity'),
     ({'methods': ('td3', 'sac')}, 'methods must be'),
     ({'log_every': 30}, 'log_every'),
+    ({'methods': ('reset',), 'reset.every': 400}, 'reset.every (400 updates) must be below the run'),
+    ({'methods': ('injection',), 'injection.at': 1.0}, 'injection.at (1.0) must put the injection inside'),
   ],
 )
 def test_bad_input_fails_before_compiling(change, words):
@@ -134,18 +137,29 @@ def test_resume_equals_uninterrupted_run(ne_run, tmp_path):
 
 
 def test_smoke_end_to_end(tmp_path):
-  c = tiny_config(methods=('td3',), total_env_steps=400, eval_every=200, checkpoint_every=200)
+  # 200 updates: Reset due at 100 and at the last update (skipped). Plasticity Injection runs end to end in
+  # the `default.py:smoke,all` run (README); here it would add a third compile-heavy method.
+  c = tiny_config(methods=('td3', 'reset'), total_env_steps=400, eval_every=100, checkpoint_every=200)
+  c.reset.every = 100
   c.lock()
   finals, claims = train.train_and_evaluate(c, str(tmp_path))
   data = json.load(open(tmp_path / 'results.json'))
   assert data['project'] == 'rl_plasticity' and os.path.exists(tmp_path / 'returns.png')
-  f = finals['td3']
-  assert len(f['return']) == 2 and all(np.isfinite(f['return'])) and not f['diverged']
-  assert f['masked_nonzero'] == 0
+  assert set(data['extra']['methods']) == {'td3', 'reset'}
+  for f in finals.values():
+    assert len(f['return']) == 2 and all(np.isfinite(f['return'])) and not f['diverged']
+    assert f['masked_nonzero'] == 0
   assert (tmp_path / 'td3' / 'final.json').exists() and not (tmp_path / 'td3' / 'checkpoints').exists()
+  rows = {m: {r['step']: r for r in metrics_lib.read_metrics(str(tmp_path / m))} for m in c.methods}
+  assert sum(r.get('hook/resets', 0.0) for r in rows['reset'].values()) == 1.0  # Not at the last update.
+  # Reset equals TD3 until its first reset (same keys); the step's measurements come before the reset.
+  at = c.learning_starts + c.reset.every
+  for key in ('eval/return/seed_0', 'eval/return/seed_1', 'probe/critic_dormant_0.1', 'probe/critic_fau'):
+    assert rows['reset'][at][key] == rows['td3'][at][key], key
+  assert rows['reset'][at + 100]['eval/return/seed_0'] != rows['td3'][at + 100]['eval/return/seed_0']
   # A rerun reads the finished sub-run back.
   again, _ = train.train_and_evaluate(c, str(tmp_path))
-  assert again['td3']['return'] == f['return']
+  assert all(again[m]['return'] == finals[m]['return'] for m in c.methods)
 
 
 def test_claims_on_hand_made_numbers():
@@ -201,7 +215,11 @@ def test_bench_imports_without_defining_flags_and_injection_programs_build():
   from rl_plasticity import bench
 
   assert hasattr(bench, 'bench_method') and 'methods' not in flags.FLAGS
-  c = tiny_config(methods=('injection', 'redo', 'reset'), **{'redo.every': 100})
+  c = tiny_config(methods=('injection', 'redo', 'reset'), **{'redo.every': 100, 'reset.every': 200})
   env = train.validate(c)
-  programs = train.Programs(c, env, 'injection')
+  shared = {}
+  programs = train.Programs(c, env, 'injection', shared)
+  redo, reset = train.Programs(c, env, 'redo', shared), train.Programs(c, env, 'reset', shared)
+  assert redo.chunk is reset.chunk and redo.probe is reset.probe and programs.chunk is not redo.chunk
+  assert redo.hook is not reset.hook and reset.agent is redo.agent
   assert programs.hook_every == 200 and {p[0] for p in programs.agent.critic_paths} == {'base', 'new', 'init'}

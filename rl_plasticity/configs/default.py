@@ -5,9 +5,10 @@
 `:smoke` (CPU, under 2 minutes): gymnax Pendulum-v1, 2 seeds x {TD3, NE (paper variant)}, actor 2x32,
 critic 2x(2x64), 8000 env steps (1000 random), replay ratio 1, delta = 100 updates, growth from ER 20 %
 density to 100 % over the first 60 % of updates, experience review on with a threshold that fires.
-Expected: the invariants hold (masked entries exactly zero, final density at the target, finite losses);
-returns improve on the random policy (about -1200 per episode); the claims on Brax tasks are checked by
-configs/gpu.py (they cannot be measured on Pendulum: its returns are negative).
+`:smoke,all` runs every method (td3, ne, ne_code, redo, reset, injection) at the same scale (CPU, about
+2 minutes). Expected: the invariants hold (masked entries exactly zero, final density at the target,
+finite losses); returns improve on the random policy (about -1200 per episode); the claims on Brax tasks
+are checked by configs/gpu.py (they cannot be measured on Pendulum: its returns are negative).
 
 Without `smoke` this is halfcheetah (Brax, MJX backend) with the paper-variant NE and TD3, 8 seeds,
 300k env steps; configs/gpu.py is the reduced reproduction and configs/paper.py the paper's scale.
@@ -19,7 +20,7 @@ from common import config as config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, smoke=False, seeds=0, steps=0, env='')
+  arg = config_lib.parse_arg(arg, smoke=False, all=False, seeds=0, steps=0, env='')
   c = ml_collections.ConfigDict()
   c.experiment = 'ne_vs_td3'
   c.seed = 0
@@ -113,6 +114,8 @@ def get_config(arg=None):
     c.eval_every = 1_000
     c.eval_episodes = 4
     c.checkpoint_every = 4_000
+  if arg.all:
+    c.methods = ('td3', 'ne', 'ne_code', 'redo', 'reset', 'injection')
   if arg.env:
     c.env = arg.env
   if arg.seeds:

@@ -15,9 +15,10 @@ delta of the paper's tables must be read from the PDF (our research note could n
 MuJoCo Playground (cheetah-run, walker-walk, humanoid) or dm_control on CPU (dog, quadruped), which
 envs.py does not have yet.
 
-Compute (an estimate): 5 methods x 10 seeds x 5 tasks x 3M updates = 750M agent-updates; at ~40k
-aggregate updates/s on one H100 (10 vmapped seeds, width 256) that is ~5 GPU-hours of updates, about
-8-10 with MJX stepping and evaluation. `:env=<task>` picks one task (default halfcheetah).
+Compute (an estimate): 6 methods x 10 seeds x 5 tasks x 3M updates = 900M agent-updates; at ~40k
+aggregate updates/s on one H100 (10 vmapped seeds, width 256) that is ~6 GPU-hours of updates, about
+10-12 with MJX stepping and evaluation (Plasticity Injection's critic costs up to 3x TD3's).
+`:env=<task>` picks one task (default halfcheetah).
 """
 
 from common import config as config_lib
@@ -28,7 +29,7 @@ def get_config(arg=None):
   arg = config_lib.parse_arg(arg, smoke=False, env='halfcheetah')
   c = default.get_config('smoke' if arg.smoke else None)
   c.experiment = f'paper_{arg.env}'
-  c.methods = ('td3', 'ne', 'ne_code', 'redo', 'reset')
+  c.methods = ('td3', 'ne', 'ne_code', 'redo', 'reset', 'injection')
   if not arg.smoke:
     c.env = arg.env
     c.num_seeds = 10
