@@ -4,7 +4,8 @@ Research note §5 (``../shared/research/rl_value_based.md``): ``Conv(16, 3x3, SA
 ``num_layers`` times (2 in the note; the MinAtar DQN baseline has one 3x3 conv, VALID there), giving a
 ``[10, 10, 16]`` feature map on MinAtar's 10x10 frames, then one of :data:`rl_softmoe.softmoe.VARIANTS`
 (flatten -> Dense(H), or tokens -> SoftMoE) and the linear Q head of :class:`common.rl.networks.QNetwork`.
-On 84x84 Atari frames the encoder is Dopamine's Nature CNN (``encoder='nature'``, an 11x11x64 map).
+On 84x84 Atari frames the encoder is Dopamine's Nature CNN (``encoder='nature'``, an 11x11x64 map) or the
+Impala CNN (``encoder='impala'``, an 11x11x32 map, the paper's Rainbow-Impala).
 
 The agents of :mod:`common.rl.dqn` apply the network to ONE observation; the torso adds and removes the
 batch axis the penultimate layer expects, so tokens of different samples never mix.
@@ -25,14 +26,47 @@ from rl_softmoe import softmoe
 
 def encoder_layers(name: str, conv_features: int = 16, conv_layers: int = 2):
   """The conv layers ((features, kernel, stride), ...) of encoder ``name``: 'minatar' (``conv_layers`` x
-  Conv(``conv_features``, 3x3)) or 'nature'."""
+  Conv(``conv_features``, 3x3)), 'nature' or 'impala' (its stacks; both ignore the two sizes)."""
   if name == 'minatar':
     if conv_layers < 1 or conv_features < 1:
       raise ConfigError(f'conv_layers and conv_features must be >= 1, got {conv_layers}, {conv_features}')
     return ((conv_features, 3, 1),) * conv_layers
   if name == 'nature':  # An 11x11x64 map on 84x84 frames: 121 PerConv tokens.
     return networks.NATURE_CNN_LAYERS
-  raise ConfigError(f'unknown encoder {name!r}: choose "minatar" or "nature"')
+  if name == 'impala':  # An 11x11x32 map on 84x84 frames: 121 PerConv tokens of 32.
+    return IMPALA_LAYERS
+  raise ConfigError(f'unknown encoder {name!r}: choose "minatar", "nature" or "impala"')
+
+
+IMPALA_LAYERS = ((16, 3, 2), (32, 3, 2), (32, 3, 2))
+"""The Impala CNN's stacks as ``(features, kernel, stride)``: each stack's 3x3 conv, then a 3x3 max pool of
+stride 2 (the stride here) and two residual blocks (:class:`ImpalaEncoder`)."""
+
+
+class ImpalaEncoder(nn.Module):
+  """The Impala CNN (Espeholt et al., 2018) on one ``[H, W, C]`` frame, as the paper's Rainbow-Impala uses
+  it (research note §1.1.2): per stack, Conv(features, 3x3, SAME) -> MaxPool(3x3, stride 2, SAME) -> two
+  residual blocks ``x + Conv(ReLU(Conv(ReLU(x))))``; a final ReLU. 84x84 frames give an 11x11x32 map.
+
+  Attributes:
+    stacks: ``(features, kernel, pool stride)`` per stack.
+  """
+
+  stacks: Sequence[Tuple[int, int, int]] = IMPALA_LAYERS
+
+  @nn.compact
+  def __call__(self, obs: jax.Array) -> jax.Array:
+    """``[H, W, C]`` -> ``[ceil(H / 8), ceil(W / 8), 32]`` with the default stacks."""
+    x = obs.astype(jnp.float32)
+    if obs.dtype == jnp.uint8:
+      x = x / 255.0
+    for i, (features, kernel, stride) in enumerate(self.stacks):
+      x = networks.MatmulConv(features, kernel, 1, name=f'stack{i}_conv')(x)
+      x = nn.max_pool(x[None], (3, 3), strides=(stride, stride), padding='SAME')[0]
+      for j in range(2):
+        y = networks.MatmulConv(features, kernel, 1, name=f'stack{i}_block{j}_conv0')(nn.relu(x))
+        x = x + networks.MatmulConv(features, kernel, 1, name=f'stack{i}_block{j}_conv1')(nn.relu(y))
+    return nn.relu(x)
 
 
 class ConvEncoder(nn.Module):
@@ -97,15 +131,24 @@ def make_network(
   hidden: int = 128,
   scale: int = 4,
   penultimate_options: Optional[Mapping[str, Any]] = None,
+  num_atoms: int = 1,
+  dueling: bool = False,
+  noisy: bool = False,
 ) -> networks.QNetwork:
   """The Q-network of ``variant`` (a name or id V0-V6) for frames ``obs_shape`` and ``num_actions``.
 
-  The variant is checked against the encoder's feature map here (pure Python, before any tracing).
+  The head is :class:`common.rl.networks.QNetwork`'s on the penultimate output: ``[A]`` Q-values, or
+  ``[A, num_atoms]`` C51 logits (DER/Rainbow, with ``dueling=True``), with NoisyNet layers if ``noisy``
+  (the head only: Dopamine's noisy SoftMoE experts are not reproduced). The variant is checked against the
+  encoder's feature map here (pure Python, before any tracing).
   """
   layers = encoder_layers(encoder, conv_features, conv_layers)
   shape = feature_shape(obs_shape, layers)
   pen = softmoe.penultimate(
     variant, hidden=hidden, scale=scale, feature_shape=shape, **dict(penultimate_options or {})
   )
-  torso = Torso(encoder=ConvEncoder(layers=layers), penultimate=pen)
-  return networks.QNetwork(torso=torso, num_actions=num_actions)
+  conv = ImpalaEncoder(stacks=layers) if encoder == 'impala' else ConvEncoder(layers=layers)
+  torso = Torso(encoder=conv, penultimate=pen)
+  return networks.QNetwork(
+    torso=torso, num_actions=num_actions, num_atoms=num_atoms, dueling=dueling, noisy=noisy
+  )

@@ -1,4 +1,5 @@
-"""DQN with each penultimate variant on MinAtar games, all seeds of a (game, variant) vmapped in one program.
+"""DQN or DER with each penultimate variant on MinAtar or Atari games, all seeds of a (game, variant)
+vmapped in one program.
 
 Layout of a run (`workdir`):
 
@@ -17,6 +18,7 @@ smoke checks (finite losses, replay wrap, target syncs).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -29,6 +31,7 @@ import jax
 import numpy as np
 
 from common import checkpoint
+from common import config as config_lib
 from common import metrics as metrics_lib
 from common import results
 from common import stats
@@ -60,9 +63,23 @@ def _multiple(config, name: str, of: int, of_name: str) -> None:
     raise ConfigError(f'{name} ({value}) must be a positive multiple of {of_name} ({of})')
 
 
+AGENTS = ('dqn', 'der')
+"""`config.agent`: 'dqn' starts from `common.rl.dqn.dqn_preset` (scalar double DQN), 'der' from `der_preset`
+(C51, dueling, n-step, prioritized replay; its settings are `config.der`)."""
+
+
+def _preset(config):
+  if config.agent == 'dqn':
+    return dqn.dqn_preset()
+  if config.agent == 'der':
+    return dqn.der_preset()
+  raise ConfigError(config_lib.unknown_name_message('agent', str(config.agent), AGENTS))
+
+
 def agent_config(config) -> dqn.Config:
-  """The static agent settings (raises ConfigError on bad sizes)."""
-  return dqn.Config(
+  """The static agent settings: the agent's preset, sized by the config (raises ConfigError on bad sizes)."""
+  base, _ = _preset(config)
+  fields = dict(
     num_envs=config.num_envs,
     total_env_steps=config.total_env_steps,
     buffer_capacity=config.buffer_capacity,
@@ -71,12 +88,16 @@ def agent_config(config) -> dqn.Config:
     double=config.double,
     obs_storage_dtype=config.obs_storage_dtype,
   )
+  if config.agent == 'der':
+    d = config.der
+    fields.update(max_n_step=d.n_step, num_atoms=d.num_atoms, prioritized=d.prioritized, noisy=d.noisy)
+  return dataclasses.replace(base, **fields)
 
 
 def hparams(config) -> dqn.HParams:
-  """The traced hyper-parameters (DQN preset, overridden by the config)."""
-  _, hp = dqn.dqn_preset()
-  return hp.replace(
+  """The traced hyper-parameters (the agent's preset, overridden by the config)."""
+  _, hp = _preset(config)
+  hp = hp.replace(
     learning_rate=config.learning_rate,
     adam_eps=config.adam_eps,
     gamma=config.gamma,
@@ -87,6 +108,18 @@ def hparams(config) -> dqn.HParams:
     update_period=config.update_period,
     target_update_period=config.target_update_period,
   )
+  if config.agent == 'der':
+    hp = hp.replace(n_step=config.der.n_step, v_min=config.der.v_min, v_max=config.der.v_max)
+  return hp
+
+
+def head(config) -> Dict[str, Any]:
+  """The Q head's options of `encoder.make_network`: a scalar head for 'dqn'; atoms, dueling and noisy
+  layers for 'der'."""
+  if config.agent == 'der':
+    d = config.der
+    return {'num_atoms': int(d.num_atoms), 'dueling': bool(d.dueling), 'noisy': bool(d.noisy)}
+  return {}
 
 
 FRAME_SHAPES = {'minatar': (10, 10, 1), 'atari': (84, 84, 4)}
@@ -94,7 +127,8 @@ FRAME_SHAPES = {'minatar': (10, 10, 1), 'atari': (84, 84, 4)}
 
 
 def validate(config) -> None:
-  """Every check that needs no compilation: games, variants, sizes, hyper-parameters."""
+  """Every check that needs no compilation: agent, games, variants, sizes, hyper-parameters."""
+  _preset(config)
   games.check_games(config.env, config.games, config.max_reference)
   ids = [variant_id(v) for v in config.variants]
   if not ids or len(set(ids)) != len(ids):
@@ -137,6 +171,7 @@ class Programs:
       conv_layers=config.conv_layers,
       hidden=config.hidden,
       scale=config.scale,
+      **head(config),
     )
     self.agent = dqn.make_train(env, env_params, self.network, agent_config(config))
     self.init = jax.jit(jax.vmap(self.agent.init))

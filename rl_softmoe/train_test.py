@@ -3,13 +3,17 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
 from common import results
 from common.errors import ConfigError
+from common.rl import dqn
+from rl_softmoe import encoder
 from rl_softmoe import train
 from rl_softmoe.configs import default
+from rl_softmoe.configs import paper
 
 
 def tiny_config(**overrides):
@@ -23,8 +27,12 @@ def tiny_config(**overrides):
   c.log_every = 400
   c.checkpoint_every = 400
   c.acceptance.bootstrap_reps = 200
-  for k, v in overrides.items():
-    c[k] = v
+  for k, v in overrides.items():  # 'der.n_step' sets a field of a sub-dict.
+    *parents, name = k.split('.')
+    sub = c
+    for p in parents:
+      sub = sub[p]
+    sub[name] = v
   return c
 
 
@@ -74,12 +82,65 @@ def test_rerun_skips_finished_sub_runs(smoke_run, monkeypatch):
     ({'variants': ('V0', 'V9')}, 'unknown variant'),
     ({'log_every': 300}, 'log_every'),
     ({'eval_iterations': 10}, 'eval_iterations'),
+    ({'agent': 'rainbow'}, "unknown agent 'rainbow'"),
+    ({'agent': 'der', 'der.n_step': 0}, 'max_n_step'),
   ],
 )
 def test_bad_config_fails_before_compiling(tmp_path, monkeypatch, overrides, match):
   monkeypatch.setattr(train, 'Programs', lambda *a, **k: pytest.fail('compiled before validating'))
   with pytest.raises(ConfigError, match=match):
     train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+
+
+def test_dqn_agent_is_the_earlier_one():
+  """agent='dqn' builds exactly the Config and HParams the runs in results/ were made with."""
+  c = default.get_config()
+  assert train.agent_config(c) == dqn.Config(
+    num_envs=4, total_env_steps=100_000, buffer_capacity=50_000, batch_size=32, max_updates_per_step=1,
+    double=True, obs_storage_dtype='uint8',
+  )  # fmt: skip
+  assert train.hparams(c) == dqn.dqn_preset()[1].replace(
+    learning_rate=2.5e-4, adam_eps=3.125e-4, eps_decay_steps=25_000, learning_starts=5_000,
+    target_update_period=2_000,
+  )  # fmt: skip
+  assert train.head(c) == {}
+
+
+def test_der_agent_trains_a_chunk():
+  """DER (C51, dueling, noisy head, n-step, prioritized replay): every penultimate variant feeds the C51
+  head, and a flatten-variant agent trains one tiny chunk (SoftMoE variants compile too slowly for CI)."""
+  c = tiny_config(agent='der', num_seeds=1, total_env_steps=400, log_every=400, learning_starts=100, hidden=8)
+  c.der.n_step = 3  # Overrides of the preset apply.
+  c.der.noisy = True
+  cfg, hp = train.agent_config(c), train.hparams(c)
+  assert (cfg.num_atoms, cfg.max_n_step, cfg.prioritized, cfg.noisy) == (51, 3, True, True)
+  assert (int(hp.n_step), hp.learning_rate, hp.target_update_period) == (3, c.learning_rate, 200)
+  programs = train.Programs(c, 'Breakout-MinAtar', 'V0')
+  net = programs.network
+  obs = jax.numpy.zeros((10, 10, 4))
+  for variant in ('V0', 'V2', 'V3', 'V4'):  # The head takes every penultimate output to [A, 51] logits.
+    other = encoder.make_network(variant, (10, 10, 4), 3, hidden=16, **train.head(c))
+    out = jax.eval_shape(lambda o, n=other: n.apply(n.init(jax.random.key(0), o), o), obs)
+    assert out.shape == (3, 51)
+  assert net.dueling and net.noisy and net.num_atoms == 51
+  hps = train.stacked_hparams(c)
+  state = programs.init(train.seed_keys(c, 0, 0), hps)
+  state, stats_ = programs.run_chunk(state, hps, 400 // c.num_envs)
+  row = train.chunk_row(jax.device_get(stats_))
+  assert row['updates'] == (400 - 100) // 4
+  assert np.isfinite(row['loss']) and row['loss'] > 0
+
+
+@pytest.mark.parametrize('arg', ['', 'smoke'])
+def test_paper_config_validates(arg):
+  """The documented paper setting (not run) passes every check that needs no compilation."""
+  c = paper.get_config(arg)
+  train.validate(c)
+  cfg, hp = train.agent_config(c), train.hparams(c)
+  assert (cfg.num_atoms, cfg.max_n_step, cfg.prioritized, c.encoder) == (51, 3, True, 'impala')
+  if not arg:
+    assert len(c.games) == 20 and c.num_seeds == 5 and c.total_env_steps * 4 == 200_000_000
+    assert (hp.learning_rate, hp.target_update_period, hp.learning_starts) == (6.25e-5, 8_000, 20_000)
 
 
 def test_normalise_and_iqm():
@@ -196,4 +257,23 @@ def test_nature_encoder_for_atari_frames():
   q = net.apply(params, frame)
   assert q.shape == (6,) and bool(jnp.all(jnp.isfinite(q)))
   with pytest.raises(ConfigError, match='unknown encoder'):
-    encoder.make_network('V0', (84, 84, 4), 6, encoder='impala')
+    encoder.make_network('V0', (84, 84, 4), 6, encoder='resnet')
+
+
+def test_impala_encoder():
+  """The Impala CNN: an 11x11x32 map on 84x84 frames (research note §1.1.2), 15 convolutions, 121 PerConv
+  tokens, C51 logits through a SoftMoE penultimate layer (shapes only: compiling it is slow on CPU)."""
+  assert encoder.feature_shape((84, 84, 4), encoder.encoder_layers('impala')) == (11, 11, 32)
+  frame = jax.numpy.full((84, 84, 4), 255, jax.numpy.uint8)
+  out, params = jax.eval_shape(
+    lambda f: encoder.ImpalaEncoder().init_with_output(jax.random.key(0), f), frame
+  )
+  assert out.shape == (11, 11, 32)
+  assert len(params['params']) == 15
+  small, _ = encoder.ImpalaEncoder().init_with_output(jax.random.key(0), jax.numpy.ones((16, 16, 2)))
+  assert small.shape == (2, 2, 32) and bool(jax.numpy.all(jax.numpy.isfinite(small)))
+  assert bool(jax.numpy.all(small >= 0))  # The final ReLU.
+  net = encoder.make_network(
+    'V2', (84, 84, 4), 6, encoder='impala', hidden=8, scale=2, num_atoms=5, dueling=True
+  )
+  assert jax.eval_shape(net.init_with_output, jax.random.key(0), frame)[0].shape == (6, 5)

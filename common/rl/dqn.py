@@ -48,14 +48,20 @@ Agents (presets below; the network decides dueling and the atom count must match
     10, double, dueling, C51 with 51 atoms in [-10, 10], prioritized replay (priority exponent 0.5 and
     importance exponent 0.5, as Dopamine's JAX Rainbow), update every step, target every 2000 steps,
     epsilon 1 -> 0.01 over 2000 steps after 1600 steps of warm-up, Adam 1e-4 / eps 1.5e-4, batch 32.
-    NOT implemented: noisy networks (Dopamine's DER uses them *and* epsilon-greedy; here exploration is
-    epsilon-greedy only, with the same schedule). Evaluation uses `HParams.eps_eval` (0.001).
+    Noisy networks (Dopamine's DER uses them *and* epsilon-greedy) are an option, off in the preset:
+    `der_preset(noisy=True)` with `QNetwork(..., noisy=True)` (noisy head layers; evaluation without noise).
+    Evaluation uses `HParams.eps_eval` (0.001).
   * DrQ(eps) (Agarwal et al., 2021; Kostrikov et al., 2020): `drq_eps_preset()`: DER minus C51 and prioritized
     replay, target update 1 (no target network), epsilon decay 5000, random-shift augmentation (pad 1 for
     10x10 MinAtar frames; the papers pad 84x84 Atari frames by 4).
 
 The network is a Flax module applied to ONE observation (the agent vmaps it over batches; see
-`common.rl.networks`). It must be deterministic (no dropout, noise or `rngs`).
+`common.rl.networks`). It must be deterministic (no dropout or `rngs`), except for `networks.NoisyDense`
+layers with `Config.noisy`: their noise keys are functions of (seed, step) too. Acting in training draws
+one noise sample per environment per vector step (`fold_in(key, iteration)`); an update draws three, one
+for each of the online, target and (double DQN) bootstrap-selection passes, each shared by the whole
+batch, from `fold_in(key, env step of the update)`. With `noisy=False` (the default) no key or value of a
+run changes.
 
 Batch-size sweeps: `HParams.batch_size` masks the first `b` of `Config.batch_size` samples. The samples are
 exactly those of a run compiled with batch `b` (random draws of one key are prefixes of each other), but the
@@ -82,6 +88,7 @@ import numpy as np
 import optax
 
 from common.errors import ConfigError
+from common.rl import networks
 from common.rl import replay
 from common.rl import targets
 
@@ -107,6 +114,7 @@ __all__ = [
 
 # Purposes of the keys derived from a run's loop key (fold_in constants), then folded with a step.
 _ACT, _ENV, _UPDATE, _EVAL = 0, 1, 2, 3
+_NOISE_ACT, _NOISE_UPDATE = 4, 5  # Noisy nets only (`Config.noisy`).
 
 
 @flax.struct.dataclass
@@ -214,6 +222,9 @@ class Config:
     obs_storage_dtype: dtype observations are stored in, None keeps the env's. 'uint8' is exact only for
       integer-valued observations (MinAtar's 0/1 planes, Atari pixels) and quarters float32 memory; the
       replay holds each observation twice (`obs` and `next_obs`), so this is the knob for large sweeps.
+    noisy: NoisyNet exploration (Fortunato et al., 2018): the network must have `networks.NoisyDense`
+      layers (e.g. `QNetwork(..., noisy=True)`), and they are applied with fresh noise keys when acting in
+      training and in every update; evaluation and `Agent.q_values` use the mean weights (no noise).
   """
 
   num_envs: int = 1
@@ -227,6 +238,7 @@ class Config:
   prioritized: bool = False
   augment_pad: int = 0
   obs_storage_dtype: Optional[str] = None
+  noisy: bool = False
 
   def __post_init__(self):
     for name in ('num_envs', 'total_env_steps', 'buffer_capacity', 'batch_size', 'max_n_step'):
@@ -489,13 +501,26 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
       f'the network maps one observation to shape {out_spec.shape}, expected {expected} '
       f'({num_actions} actions, num_atoms={atoms}); fix its head or Config.num_atoms'
     )
+  params_spec = jax.eval_shape(network.init, jax.random.key(0), jnp.zeros(obs_spec.shape, obs_spec.dtype))
+  has_noise = any(
+    'sigma_kernel' in jax.tree_util.keystr(path)
+    for path, _ in jax.tree_util.tree_flatten_with_path(params_spec)[0]
+  )
+  if has_noise != config.noisy:
+    raise ConfigError(
+      f'Config.noisy={config.noisy} but the network {"has" if has_noise else "has no"} NoisyDense layers; '
+      'use QNetwork(..., noisy=True) with Config(noisy=True), or neither'
+    )
 
   def support(hp: HParams) -> jax.Array:
     return jnp.linspace(hp.v_min, hp.v_max, atoms)
 
-  def apply(params, obs):
-    """Network output for a batch of observations, one observation per call."""
-    return jax.vmap(lambda o: network.apply(params, o))(obs)
+  def apply(params, obs, noise_key=None):
+    """Network output for a batch of observations, one observation per call; with `noise_key` (noisy
+    nets), one noise sample shared by the batch."""
+    if noise_key is None:
+      return jax.vmap(lambda o: network.apply(params, o))(obs)
+    return jax.vmap(lambda o: network.apply(params, o, rngs={networks.NOISE: noise_key}))(obs)
 
   def q_from_output(out, hp):
     if atoms == 1:
@@ -505,8 +530,13 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
   def q_values(params, hp, obs):
     return q_from_output(apply(params, obs), as_arrays(hp))
 
-  def act(params, hp, obs, key, eps):
-    greedy = jnp.argmax(q_values(params, hp, obs), axis=-1).astype(jnp.int32)
+  def act(params, hp, obs, key, eps, noise_key=None):
+    if noise_key is None:
+      greedy = jnp.argmax(q_values(params, hp, obs), axis=-1).astype(jnp.int32)
+    else:  # One noise sample per environment.
+      keys = jax.random.split(noise_key, obs.shape[0])
+      out = jax.vmap(lambda o, k: network.apply(params, o, rngs={networks.NOISE: k}))(obs, keys)
+      greedy = jnp.argmax(q_from_output(out, as_arrays(hp)), axis=-1).astype(jnp.int32)
     key_random, key_explore = jax.random.split(key)
     random_action = jax.random.randint(key_random, (obs.shape[0],), 0, num_actions, dtype=jnp.int32)
     explore = jax.random.uniform(key_explore, (obs.shape[0],)) < eps
@@ -601,10 +631,12 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
     batch = {'obs': obs, 'action': data['action'][rows, envs], 'next_obs': next_obs, 'nstep': nstep}
     return batch, weights, rows, envs
 
-  def loss_fn(params, target_params, hp, batch, weights):
-    out = apply(params, batch['obs'])
-    next_target = apply(target_params, batch['next_obs'])
-    next_online = apply(jax.lax.stop_gradient(params), batch['next_obs']) if config.double else None
+  def loss_fn(params, target_params, hp, batch, weights, noise_keys=(None, None, None)):
+    out = apply(params, batch['obs'], noise_keys[0])
+    next_target = apply(target_params, batch['next_obs'], noise_keys[1])
+    next_online = (
+      apply(jax.lax.stop_gradient(params), batch['next_obs'], noise_keys[2]) if config.double else None
+    )
     action = batch['action']
     nstep = batch['nstep']
     if atoms == 1:
@@ -659,8 +691,13 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
       target_params = _where_tree(sync_before, state.params, state.target_params)
       key = jax.random.fold_in(jax.random.fold_in(state.rng, _UPDATE), env_step)
       batch, weights, rows, envs = sample_batch(state.buffer, key, hp)
+      noise_keys = (None, None, None)
+      if config.noisy:
+        noise_keys = tuple(
+          jax.random.split(jax.random.fold_in(jax.random.fold_in(state.rng, _NOISE_UPDATE), env_step), 3)
+        )
       (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, target_params, hp, batch, weights
+        state.params, target_params, hp, batch, weights, noise_keys
       )
       params, opt_state, grad_norm = gradient_step(state.params, state.opt_state, grads, hp)
       buffer = state.buffer
@@ -701,7 +738,10 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
     eps = epsilon(hp, before)
     key_act = jax.random.fold_in(jax.random.fold_in(state.rng, _ACT), state.iteration)
     key_env = jax.random.fold_in(jax.random.fold_in(state.rng, _ENV), state.iteration)
-    action = act(state.params, hp, state.obs, key_act, eps)
+    noise_key = None
+    if config.noisy:
+      noise_key = jax.random.fold_in(jax.random.fold_in(state.rng, _NOISE_ACT), state.iteration)
+    action = act(state.params, hp, state.obs, key_act, eps, noise_key)
     obs, env_state, reward, terminated, truncated, next_obs = env_step(key_env, state.env_state, action)
     done = terminated | truncated
     transition = {
@@ -812,8 +852,8 @@ def dqn_preset(**config_overrides: Any) -> Tuple[Config, HParams]:
 
 
 def der_preset(**config_overrides: Any) -> Tuple[Config, HParams]:
-  """DER (Dopamine `DER.gin`, Atari 100k), without noisy nets: see the module docstring. Pair it with
-  `QNetwork(..., num_atoms=51, dueling=True)`."""
+  """DER (Dopamine `DER.gin`, Atari 100k), without noisy nets unless `noisy=True`: see the module docstring.
+  Pair it with `QNetwork(..., num_atoms=51, dueling=True)` (add `noisy=True` to both for noisy nets)."""
   config = dataclasses.replace(
     Config(
       total_env_steps=100_000,

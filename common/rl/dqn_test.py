@@ -10,6 +10,7 @@
   the runs made alone, bitwise.
 """
 
+import dataclasses
 import functools
 import math
 
@@ -314,6 +315,36 @@ def test_der_parts_vmapped_are_bitwise_the_single_runs():
     assert alone.buffer.data['obs'].dtype == jnp.uint8
   q = agent.q_values(alone.params, sweep[1], jnp.ones((3, 1, 4, 1)))
   assert q.shape == (3, 2) and np.all(np.abs(np.asarray(q)) <= 3.0)
+
+
+def test_noisy_nets_follow_the_seed_and_step():
+  """Noisy nets (C51, dueling): a run cut into chunks equals the uninterrupted run bitwise (noise keys are
+  functions of the seed and step), the noise scales learn, evaluation has no noise, and a network without
+  NoisyDense layers (or a noisy one without `Config.noisy`) is refused."""
+  net = networks.QNetwork(common_nn.MLP((8,), activate_final=True), 2, num_atoms=5, dueling=True, noisy=True)
+  config = dqn.Config(
+    num_envs=1, total_env_steps=12, buffer_capacity=16, batch_size=4, max_n_step=3, num_atoms=5,
+    prioritized=True, noisy=True,
+  )  # fmt: skip
+  agent = dqn.make_train(ENV, None, net, config)
+  hp = HP.replace(learning_starts=2, target_update_period=3, v_min=-2.0, v_max=2.0)
+  chunk = jax.jit(agent.run_chunk, static_argnums=2)
+  init = jax.jit(agent.init)(jax.random.key(7), hp)
+  whole, metrics = chunk(init, hp, 12)
+  state, _ = chunk(chunk(init, hp, 6)[0], hp, 6)
+  _assert_trees_equal(_key_data(whole), _key_data(state))
+  assert np.isfinite(float(metrics['loss'])) and int(metrics['updates']) == 10
+  sigma = lambda s: s.params['params']['value']['sigma_kernel']  # noqa: E731
+  assert not np.allclose(sigma(whole), sigma(init))
+  obs = jnp.eye(4)  # q_values, which evaluation acts on: the mean weights.
+  mean_q = jnp.sum(
+    jax.nn.softmax(jax.vmap(lambda o: net.apply(whole.params, o))(obs), -1) * jnp.linspace(-2, 2, 5), -1
+  )
+  np.testing.assert_allclose(agent.q_values(whole.params, hp, obs), mean_q, rtol=1e-6)
+  with pytest.raises(ConfigError, match='has NoisyDense layers'):
+    dqn.make_train(ENV, None, net, dataclasses.replace(config, noisy=False))
+  with pytest.raises(ConfigError, match='has no NoisyDense layers'):
+    dqn.make_train(ENV, None, NET, dqn.Config(noisy=True))
 
 
 @pytest.mark.parametrize('der', [False, True], ids=['uniform', 'der'])

@@ -15,7 +15,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ['NATURE_CNN_LAYERS', 'MatmulConv', 'QNetwork']
+__all__ = ['NATURE_CNN_LAYERS', 'MatmulConv', 'NOISE', 'NoisyDense', 'QNetwork']
+
+NOISE = 'noise'
+"""The Flax RNG stream that turns on the noise of `NoisyDense` (`apply(..., rngs={NOISE: key})`)."""
 
 NATURE_CNN_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
 """Dopamine's Nature CNN for 84x84 Atari frames, (features, kernel, stride) per layer; with SAME padding the
@@ -27,7 +30,9 @@ class QNetwork(nn.Module):
 
   Output: `[A]` Q-values when `num_atoms == 1`, else `[A, num_atoms]` atom logits (the agent applies the
   softmax and the support). The dueling head combines a value stream and an advantage stream as
-  `V + A - mean_a A` (per atom, as Dopamine's Rainbow does).
+  `V + A - mean_a A` (per atom, as Dopamine's Rainbow does). With `noisy=True` the head's layers are
+  `NoisyDense` (NoisyNet, Fortunato et al., 2018): noisy when applied with a `NOISE` key, their mean
+  weights without one (evaluation); the torso stays as given.
 
   Attributes:
     torso: maps one observation to a feature vector (its output is flattened); None uses the flattened
@@ -35,12 +40,14 @@ class QNetwork(nn.Module):
     num_actions: number of discrete actions `A`.
     num_atoms: `K`; 1 for a scalar Q-value.
     dueling: use a dueling head.
+    noisy: factorised-Gaussian noisy linear layers in the head.
   """
 
   torso: Optional[nn.Module]
   num_actions: int
   num_atoms: int = 1
   dueling: bool = False
+  noisy: bool = False
 
   @nn.compact
   def __call__(self, obs: jax.Array) -> jax.Array:
@@ -48,12 +55,55 @@ class QNetwork(nn.Module):
     x = obs if self.torso is None else self.torso(obs)
     x = jnp.reshape(x, (-1,)).astype(jnp.float32)
     shape = (self.num_actions,) if self.num_atoms == 1 else (self.num_actions, self.num_atoms)
-    advantage = nn.Dense(self.num_actions * self.num_atoms, name='advantage' if self.dueling else 'q')(x)
+    dense = NoisyDense if self.noisy else nn.Dense
+    advantage = dense(self.num_actions * self.num_atoms, name='advantage' if self.dueling else 'q')(x)
     advantage = advantage.reshape(shape)
     if not self.dueling:
       return advantage
-    value = nn.Dense(self.num_atoms, name='value')(x).reshape((1,) + shape[1:])
+    value = dense(self.num_atoms, name='value')(x).reshape((1,) + shape[1:])
     return value + advantage - jnp.mean(advantage, axis=0, keepdims=True)
+
+
+class NoisyDense(nn.Module):
+  """A linear layer with factorised Gaussian parameter noise (NoisyNet, Fortunato et al., 2018, §3).
+
+  `y = (mu_w + sigma_w * (f(e_in) f(e_out)^T)) x + mu_b + sigma_b * f(e_out)`, `f(e) = sign(e) sqrt(|e|)`,
+  with `e_in ~ N(0, I_p)` and `e_out ~ N(0, I_q)` drawn from the `NOISE` RNG stream at every call. Without
+  that stream (`apply` with no `NOISE` key) the noise is off: `y = mu_w x + mu_b`, the evaluation network.
+  Initialisation as in the paper's factorised case: `mu ~ U[-1/sqrt(p), 1/sqrt(p)]`, `sigma = sigma0 /
+  sqrt(p)` for `p` inputs.
+
+  Attributes:
+    features: outputs `q`.
+    sigma0: the noise scale of the initialisation (0.5 in the paper).
+  """
+
+  features: int
+  sigma0: float = 0.5
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    p, q = x.shape[-1], self.features
+    bound = 1.0 / float(p) ** 0.5
+
+    def uniform(key, shape, dtype=jnp.float32):
+      return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    sigma = nn.initializers.constant(self.sigma0 * bound)
+    mu_w = self.param('mu_kernel', uniform, (p, q))
+    mu_b = self.param('mu_bias', uniform, (q,))
+    sigma_w = self.param('sigma_kernel', sigma, (p, q))
+    sigma_b = self.param('sigma_bias', sigma, (q,))
+    if not self.has_rng(NOISE):
+      return x @ mu_w + mu_b
+    key_in, key_out = jax.random.split(self.make_rng(NOISE))
+
+    def f(e):
+      return jnp.sign(e) * jnp.sqrt(jnp.abs(e))
+
+    e_in, e_out = f(jax.random.normal(key_in, (p,))), f(jax.random.normal(key_out, (q,)))
+    # (mu_w + sigma_w * outer(e_in, e_out)) x, without forming the noisy matrix.
+    return x @ mu_w + ((x * e_in) @ sigma_w) * e_out + mu_b + sigma_b * e_out
 
 
 class MatmulConv(nn.Module):

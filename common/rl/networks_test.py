@@ -43,3 +43,39 @@ def test_matmul_conv_equals_flax_conv(kernel, stride, size):
   # Same parameter shapes as nn.Conv, so checkpoints and parameter counts are interchangeable.
   flax_params = flax_conv.init(jax.random.key(1), x)
   assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, flax_params)
+
+
+def test_noisy_dense_is_factorised_and_off_without_a_key():
+  """NoisyDense: the mean layer without a `NOISE` key; with one, `W = mu + sigma * outer(f(e_in), f(e_out))`
+  (rank one in the noise), a function of the key only."""
+  p, q = 5, 3
+  layer = networks.NoisyDense(q)
+  params = layer.init(jax.random.key(0), jnp.ones((p,)))
+  w = params['params']
+  assert np.all(np.abs(w['mu_kernel']) <= 1 / np.sqrt(p)) and np.all(np.abs(w['mu_bias']) <= 1 / np.sqrt(p))
+  np.testing.assert_allclose(w['sigma_kernel'], 0.5 / np.sqrt(p))
+  x = jax.random.normal(jax.random.key(1), (p,))
+  np.testing.assert_allclose(layer.apply(params, x), x @ w['mu_kernel'] + w['mu_bias'], rtol=1e-6)
+
+  def noisy(key, inputs):
+    return layer.apply(params, inputs, rngs={networks.NOISE: key})
+
+  key = jax.random.key(2)
+  bias = noisy(key, jnp.zeros((p,)))
+  kernel = jax.vmap(lambda row: noisy(key, row))(jnp.eye(p)) - bias  # Row i: input unit i.
+  noise = (kernel - w['mu_kernel']) / w['sigma_kernel']
+  assert np.linalg.matrix_rank(np.asarray(noise), tol=1e-4) == 1
+  np.testing.assert_array_equal(noisy(key, x), noisy(key, x))
+  assert not np.allclose(noisy(key, x), noisy(jax.random.key(3), x))
+
+
+def test_noisy_q_network_head():
+  """`noisy=True` swaps the head's Dense layers for NoisyDense; the default keeps the plain parameters."""
+  torso = common_nn.MLP((8,), activate_final=True)
+  obs = jnp.ones((4,))
+  plain = networks.QNetwork(torso, num_actions=3, num_atoms=5, dueling=True).init(jax.random.key(0), obs)
+  assert set(plain['params']['value']) == {'kernel', 'bias'}
+  net = networks.QNetwork(torso, num_actions=3, num_atoms=5, dueling=True, noisy=True)
+  params = net.init(jax.random.key(0), obs)
+  assert set(params['params']['value']) == {'mu_kernel', 'mu_bias', 'sigma_kernel', 'sigma_bias'}
+  assert net.apply(params, obs, rngs={networks.NOISE: jax.random.key(1)}).shape == (3, 5)

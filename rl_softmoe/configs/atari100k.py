@@ -1,5 +1,5 @@
-"""The same comparison on real Atari 100k games (ale-py, the `atari` extra): DQN-style agent with the
-Nature CNN (11x11x64 feature map, 121 PerConv tokens) and each penultimate variant V0-V4.
+"""The same comparison on real Atari 100k games (ale-py, the `atari` extra): DER and SoftMoE-DER, i.e. DER
+with the Nature CNN (11x11x64 feature map, 121 PerConv tokens) and each penultimate variant V0-V4.
 
     pip install -e '.[all]'
     python -m rl_softmoe.main --config=rl_softmoe/configs/atari100k.py --workdir=runs/rl_softmoe/atari100k
@@ -8,11 +8,20 @@ Nature CNN (11x11x64 feature map, 121 PerConv tokens) and each penultimate varia
 Protocol (common.rl.atari; research note rl_value_based.md §6 items 13-15): 100k agent steps (400k frames),
 one environment, sticky actions off, life loss terminal for training, rewards clipped for learning; the final
 evaluation plays whole games with raw rewards (10 parallel games, up to 27k agent steps each) and scores are
-human-normalised. Agent: scalar double DQN with Dopamine's Atari 100k schedule (update every step, target
-every 2000, epsilon 1 -> 0.01 over 2000 steps after 1600, Adam 1e-4 / eps 1.5e-4), 1-step targets, Huber
-loss. The paper's Atari 100k results use DER (C51, n-step 10, noisy nets): this config is the DQN form of the
-comparison. Not run yet; budget (an estimate): 5 games x 5 variants programs of 100k sequential updates,
-each ~1-2 ms on an H100 for 5 vmapped seeds, plus the host emulators (about 1k env steps/s per core).
+human-normalised.
+
+Agent (`agent='der'`, common.rl.dqn.der_preset, Dopamine's DER.gin as in the research note §1.1.3): C51 with
+51 atoms on [-10, 10], dueling head with noisy layers (NoisyNet, factorised Gaussian, sigma0 0.5) together
+with epsilon-greedy, double, n-step 10, prioritized replay (exponents 0.5 / 0.5), update every step, target
+every 2000 steps, epsilon 1 -> 0.01 over 2000 steps after 1600, Adam 1e-4 / eps 1.5e-4, batch 32. Deviation:
+only the head is noisy (Dopamine's SoftMoE-DER also makes the experts' first layer noisy; pitfall 12 of the
+note). `--config.der.noisy=false` drops the noise; `--config.agent=dqn` gives the earlier scalar double DQN.
+
+Budget (an estimate, not run at scale): 5 games x 5 variants = 25 programs of 100k sequential updates (batch
+32, 5 seeds vmapped), about 1-2 ms each on an H100 (research note §5.2: 2-4 min of updates per program), plus
+the host emulators, which run one after the other in one callback (500k training steps per program, and the
+evaluation's 10 games x 5 seeds of up to 27k steps). At about 1k emulator steps/s per core that is about
+10-30 min per program, 4-12 hours in all; measure one program first.
 """
 
 import ml_collections
@@ -28,6 +37,8 @@ def get_config(arg=None):
   c = default.get_config()
   c.experiment = 'atari100k_penultimate_variants'
   c.env = 'atari'
+  c.agent = 'der'
+  c.der.noisy = True
   c.encoder = 'nature'
   c.games = ATARI_GAMES
   c.num_seeds = 5

@@ -46,6 +46,20 @@ def get_config(arg=None):
   c.conv_layers = 2
   c.hidden = 128  # H.
   c.scale = 4  # n: experts of V2/V4, width factor of V1/V3.
+  # Agent: 'dqn' (scalar double DQN from common.rl.dqn.dqn_preset) or 'der' (der_preset: C51, dueling,
+  # n-step, prioritized replay; the fields of `der` below). The fields after `der` override either preset.
+  c.agent = 'dqn'
+  c.der = ml_collections.ConfigDict(
+    {
+      'n_step': 10,
+      'num_atoms': 51,  # 1: a scalar head (no C51).
+      'v_min': -10.0,
+      'v_max': 10.0,
+      'prioritized': True,
+      'dueling': True,
+      'noisy': False,  # NoisyNet head layers (common.rl.networks.NoisyDense); DER.gin has them.
+    }
+  )  # Used by agent 'der' only (DER.gin values; configs/paper.py sets Rainbow's).
   # Agent (static: common.rl.dqn.Config).
   c.num_envs = 4
   c.total_env_steps = 100_000
