@@ -57,6 +57,11 @@ def get_config(arg=None):
   c.eval_envs = 10
   c.eval_iterations = 27_000  # One whole game per evaluation env (games are cut at 27k agent steps).
   c.max_reference = ml_collections.ConfigDict()  # Atari uses the human scores (common.rl.atari).
+  return shrink(c, arg)
+
+
+def shrink(c, arg):
+  """The CPU `:smoke` sizes and the `:seeds=` / `:steps=` arguments (shared with configs/paper.py)."""
   if arg.smoke:
     c.games = ('Pong',)
     c.variants = ('V0', 'V2')

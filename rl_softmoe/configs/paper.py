@@ -51,6 +51,7 @@ Impala encoder, hidden 32) that checks the plumbing only; tests load it and vali
 import ml_collections
 
 from common import config as config_lib
+from rl_softmoe.configs import atari100k
 from rl_softmoe.configs import default
 
 GAMES = (
@@ -100,24 +101,7 @@ def get_config(arg=None):
   c.eval_envs = 10
   c.eval_iterations = 27_000  # One whole game per evaluation env (games are cut at 27k agent steps).
   c.max_reference = ml_collections.ConfigDict()  # Atari uses the human scores (common.rl.atari).
+  c = atari100k.shrink(c, arg)
   if arg.smoke:
-    c.games = ('Pong',)
-    c.variants = ('V0', 'V2')
-    c.num_seeds = 1
-    c.hidden = 32
-    c.total_env_steps = 600
-    c.buffer_capacity = 300  # Wraps (checked).
-    c.learning_starts = 100
-    c.eps_decay_steps = 200
     c.update_period = 1
-    c.target_update_period = 200
-    c.batch_size = 4
-    c.log_every = 300
-    c.checkpoint_every = 300
-    c.eval_envs = 2
-    c.eval_iterations = 1_500  # A barely trained agent's Pong game lasts about 1000 agent steps.
-  if arg.seeds:
-    c.num_seeds = arg.seeds
-  if arg.steps:
-    c.total_env_steps = arg.steps
   return c
