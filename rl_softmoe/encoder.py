@@ -38,6 +38,12 @@ def encoder_layers(name: str, conv_features: int = 16, conv_layers: int = 2):
   raise ConfigError(f'unknown encoder {name!r}: choose "minatar", "nature" or "impala"')
 
 
+def _frames(obs: jax.Array) -> jax.Array:
+  """Float32 frames; uint8 Atari pixels are scaled to [0, 1]."""
+  x = obs.astype(jnp.float32)
+  return x / 255.0 if obs.dtype == jnp.uint8 else x
+
+
 IMPALA_LAYERS = ((16, 3, 2), (32, 3, 2), (32, 3, 2))
 """The Impala CNN's stacks as ``(features, kernel, stride)``: each stack's 3x3 conv, then a 3x3 max pool of
 stride 2 (the stride here) and two residual blocks (:class:`ImpalaEncoder`)."""
@@ -57,9 +63,7 @@ class ImpalaEncoder(nn.Module):
   @nn.compact
   def __call__(self, obs: jax.Array) -> jax.Array:
     """``[H, W, C]`` -> ``[ceil(H / 8), ceil(W / 8), 32]`` with the default stacks."""
-    x = obs.astype(jnp.float32)
-    if obs.dtype == jnp.uint8:
-      x = x / 255.0
+    x = _frames(obs)
     for i, (features, kernel, stride) in enumerate(self.stacks):
       x = networks.MatmulConv(features, kernel, 1, name=f'stack{i}_conv')(x)
       x = nn.max_pool(x[None], (3, 3), strides=(stride, stride), padding='SAME')[0]
@@ -82,9 +86,7 @@ class ConvEncoder(nn.Module):
   @nn.compact
   def __call__(self, obs: jax.Array) -> jax.Array:
     """``[H, W, C]`` -> ``[h, w, features]``."""
-    x = obs.astype(jnp.float32)
-    if obs.dtype == jnp.uint8:
-      x = x / 255.0
+    x = _frames(obs)
     for i, (features, kernel, stride) in enumerate(self.layers):
       # nn.Conv's function and parameters, as a patch matmul: vmapped over seeds, nn.Conv would become a
       # grouped convolution, about 4x slower on an H200 (rl_hparams/README.md, Throughput).
