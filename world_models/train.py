@@ -81,6 +81,11 @@ def validate(config) -> None:
   for prompt in b.prompts:
     envs.check_prompt(prompt)
   vlm.Tokenizer().encode(list(b.prompts))
+  if b.video_dir:
+    if b.modality != 'video':
+      raise ConfigError(f"behaviour.video_dir={b.video_dir!r} needs behaviour.modality='video'")
+    for prompt in b.prompts:  # Read now, so a bad file fails before anything compiles.
+      vlm.read_video(vlm.video_file(b.video_dir, prompt), n, config.env.image_size)
 
 
 # ----- states ------------------------------------------------------------------------------------------
@@ -626,6 +631,7 @@ def _slug(text):
 
 def _run_name(config, method, prompt):
   suffix = '_video' if config.behaviour.modality == 'video' else ''
+  suffix += 'file' if suffix and config.behaviour.video_dir else ''  # A user's clips: runs of their own.
   # Behaviours against a fine-tuned connector get their own runs, so one workdir can hold both.
   ft = config.wm.connector_finetune_steps
   suffix += f'_cft{ft}' if ft else ''
@@ -714,7 +720,11 @@ def train_behaviour(fns: Functions, config, workdir, method, prompt, wm_state, v
     return final
   task = envs.check_prompt(prompt)
   if b.modality == 'video':
-    frames = fns.video_prompt(jnp.int32(task), jax.random.fold_in(rng, 2000 + task))
+    if b.video_dir:  # A user's clip.
+      path = vlm.video_file(b.video_dir, prompt)
+      frames = jnp.asarray(vlm.read_video(path, config.vlm.n_frames, config.env.image_size))
+    else:  # The scripted demonstration.
+      frames = fns.video_prompt(jnp.int32(task), jax.random.fold_in(rng, 2000 + task))
     vlm.check_video(frames, config)
     prompt_embed = fns.embed_video(vlm_params, frames)[0]
   else:

@@ -156,6 +156,7 @@ def test_connector_finetune_stage(tmp_path):
     ('behaviour.modality', 'audio', "not 'text' or 'video'"),
     ('wm.connector_finetune_steps', 3, 'multiple of wm.log_every'),
     ('wm.connector_finetune_steps', -10, 'must be an int >= 0'),
+    ('behaviour.video_dir', '/nonexistent', "needs behaviour.modality='video'"),
   ],
 )
 def test_bad_config_is_one_line_config_error(key, value, match):
@@ -165,3 +166,16 @@ def test_bad_config_is_one_line_config_error(key, value, match):
   with pytest.raises(ConfigError, match=match) as info:
     train.validate(c)
   assert '\n' not in str(info.value)
+
+
+def test_video_prompt_files_are_read_before_compiling_and_get_their_own_runs(tmp_path):
+  c = default.get_config('smoke')
+  c.behaviour.modality, c.behaviour.video_dir = 'video', str(tmp_path)
+  with pytest.raises(ConfigError, match='arm_pointing_up.gif.* does not exist'):
+    train.validate(c)
+  from PIL import Image
+
+  frames = [Image.new('RGB', (8, 8), (40 * i, 0, 0)) for i in range(c.vlm.n_frames)]
+  frames[0].save(tmp_path / 'arm_pointing_up.gif', save_all=True, append_images=frames[1:])
+  train.validate(c)
+  assert train._run_name(c, 'genrl', 'arm pointing up') == 'genrl_arm_pointing_up_videofile'

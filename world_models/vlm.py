@@ -13,6 +13,8 @@ in-repo CLIP of `common/clip.py` once its API is settled):
 
 from __future__ import annotations
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -116,6 +118,32 @@ def check_video(frames, config):
     raise ConfigError(
       f'video prompt has shape {tuple(frames.shape)}; expected (batch,) + {want} frames in [0, 1]'
     )
+
+
+def video_file(directory: str, prompt: str) -> str:
+  """The file of `prompt`'s video prompt in `directory`: its words joined by '_', e.g. 'arm_folded.gif'."""
+  return os.path.join(directory, '_'.join(prompt.split()) + '.gif')
+
+
+def read_video(path: str, n_frames: int, size: int) -> np.ndarray:
+  """A video prompt from an animated image file (GIF, or any multi-frame format Pillow reads): every frame as
+  RGB, resized to `size` x `size`, and `n_frames` of them evenly spaced over the clip (first and last kept).
+  Returns float32 (1, n_frames, size, size, 3) in [0, 1]; a missing, unreadable or too short file is a
+  one-line ConfigError naming it."""
+  from PIL import Image, ImageSequence, UnidentifiedImageError
+
+  try:
+    with Image.open(path) as image:
+      frames = [f.convert('RGB').resize((size, size), Image.BILINEAR) for f in ImageSequence.Iterator(image)]
+  except FileNotFoundError:
+    raise ConfigError(f'video prompt {path!r} does not exist') from None
+  except (UnidentifiedImageError, OSError) as e:
+    raise ConfigError(f'video prompt {path!r} cannot be read as an image sequence ({e})') from None
+  if len(frames) < n_frames:
+    raise ConfigError(f'video prompt {path!r} has {len(frames)} frames; it needs at least {n_frames}')
+  picks = np.round(np.linspace(0, len(frames) - 1, n_frames)).astype(int)
+  clip = np.stack([np.asarray(frames[i], np.float32) / 255.0 for i in picks])
+  return clip[None]
 
 
 def embed_video(config, params, frames):

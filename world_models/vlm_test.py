@@ -43,3 +43,33 @@ def test_contrastive_loss_soft_targets():
   # Two clips with one caption: the target is split between them, so the loss stays finite and symmetric.
   same = jnp.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
   assert np.isfinite(float(vlm.contrastive_loss(emb, emb, same, 0.1)))
+
+
+def _write_gif(path, colours, size=8):
+  from PIL import Image
+
+  frames = [Image.new('RGB', (size, size), tuple(c)) for c in colours]
+  frames[0].save(path, save_all=True, append_images=frames[1:], duration=40, loop=0)
+
+
+def test_read_video_spreads_frames_and_errors_name_the_file(tmp_path):
+  colours = [(10 * i, 0, 255 - 10 * i) for i in range(7)]
+  path = str(tmp_path / 'arm_folded.gif')
+  _write_gif(path, colours)
+  assert vlm.video_file(str(tmp_path), 'arm folded') == path
+  clip = vlm.read_video(path, 3, 16)
+  assert clip.shape == (1, 3, 16, 16, 3) and clip.dtype == np.float32
+  # Frames 0, 3 and 6 of 7 (first and last kept), resized, in [0, 1]; GIF palettes keep these colours.
+  np.testing.assert_allclose(clip[0, :, 5, 5, 0] * 255, [0, 30, 60], atol=2)
+  np.testing.assert_allclose(clip[0, :, 5, 5, 2] * 255, [255, 225, 195], atol=2)
+  vlm.check_video(jnp.asarray(vlm.read_video(path, 2, 16)), CONFIG)
+  for bad, match in (
+    (str(tmp_path / 'missing.gif'), 'does not exist'),
+    (path, 'has 7 frames; it needs at least 9'),
+  ):
+    with pytest.raises(ConfigError, match=match) as info:
+      vlm.read_video(bad, 9 if bad == path else 2, 16)
+    assert bad in str(info.value) and '\n' not in str(info.value)
+  (tmp_path / 'text.gif').write_text('not an image')
+  with pytest.raises(ConfigError, match='cannot be read'):
+    vlm.read_video(str(tmp_path / 'text.gif'), 2, 16)

@@ -77,6 +77,9 @@ def get_config(arg=None):
       # text: the prompt's text embedding; video: the VLM embedding of a scripted demonstration of the prompt
       # drawn in the VLM's appearance (GenRL's video prompts).
       'modality': 'text',
+      # With modality 'video': '' uses the scripted demonstration; a folder takes each prompt's video from
+      # '<folder>/<words joined by _>.gif' (any multi-frame image Pillow reads; resized, frames spread).
+      'video_dir': '',
       'hidden': 256,
       'layers': 2,
       'horizon': 16,
