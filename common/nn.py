@@ -212,6 +212,23 @@ class NatureCNN(nn.Module):
     return x.reshape(batch_shape + x.shape[1:])
 
 
+def _impala_conv(module, features: int, name: str) -> nn.Module:
+  """The 3x3, stride-1, SAME convolution of an IMPALA stage or block: ``module.conv(features, name)`` when
+  given, else ``nn.Conv`` with the module's initializer and dtypes."""
+  if module.conv is not None:
+    return module.conv(features, name)
+  return nn.Conv(
+    features,
+    (3, 3),
+    strides=(1, 1),
+    padding='SAME',
+    kernel_init=module.kernel_init,
+    dtype=module.dtype,
+    param_dtype=module.param_dtype,
+    name=name,
+  )
+
+
 class ImpalaResidualBlock(nn.Module):
   """IMPALA residual block (Espeholt et al., 2018): ``x + conv(relu(conv(relu(x))))``.
 
@@ -222,11 +239,15 @@ class ImpalaResidualBlock(nn.Module):
     kernel_init: Conv kernel initializer.
     dtype: Computation dtype.
     param_dtype: Parameter dtype.
+    conv: Optional ``conv(features, name) -> module`` building each 3x3 SAME
+      convolution (e.g. ``common.rl.networks.MatmulConv``, whose vmapped form
+      is not a grouped convolution); None uses ``nn.Conv``.
   """
 
   kernel_init: Initializer = default_kernel_init
   dtype: Optional[Dtype] = None
   param_dtype: Dtype = jnp.float32
+  conv: Optional[Callable[[int, str], nn.Module]] = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -235,16 +256,7 @@ class ImpalaResidualBlock(nn.Module):
     y = x
     for i in range(2):
       y = nn.relu(y)
-      y = nn.Conv(
-        channels,
-        (3, 3),
-        strides=(1, 1),
-        padding='SAME',
-        kernel_init=self.kernel_init,
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name=f'conv_{i}',
-      )(y)
+      y = _impala_conv(self, channels, f'conv_{i}')(y)
     return x + y
 
 
@@ -268,6 +280,8 @@ class ImpalaCNN(nn.Module):
     kernel_init: Conv kernel initializer.
     dtype: Computation dtype.
     param_dtype: Parameter dtype.
+    conv: Optional builder of every 3x3 SAME convolution, as in
+      :class:`ImpalaResidualBlock`; None uses ``nn.Conv``.
   """
 
   channels: Sequence[int] = (16, 32, 32)
@@ -277,6 +291,7 @@ class ImpalaCNN(nn.Module):
   kernel_init: Initializer = default_kernel_init
   dtype: Optional[Dtype] = None
   param_dtype: Dtype = jnp.float32
+  conv: Optional[Callable[[int, str], nn.Module]] = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -284,22 +299,14 @@ class ImpalaCNN(nn.Module):
     x = _prepare_image(x, self.scale_input, self.dtype)
     x, batch_shape = _flatten_batch(x, 3)
     for i, c in enumerate(self.channels):
-      x = nn.Conv(
-        c,
-        (3, 3),
-        strides=(1, 1),
-        padding='SAME',
-        kernel_init=self.kernel_init,
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name=f'stage_{i}_conv',
-      )(x)
+      x = _impala_conv(self, c, f'stage_{i}_conv')(x)
       x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding='SAME')
       for j in range(self.num_blocks):
         x = ImpalaResidualBlock(
           kernel_init=self.kernel_init,
           dtype=self.dtype,
           param_dtype=self.param_dtype,
+          conv=self.conv,
           name=f'stage_{i}_block_{j}',
         )(x)
     x = nn.relu(x)

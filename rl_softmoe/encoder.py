@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from common import nn as common_nn
 from common.errors import ConfigError
 from common.rl import networks
 from rl_softmoe import softmoe
@@ -45,32 +46,20 @@ def _frames(obs: jax.Array) -> jax.Array:
 
 
 IMPALA_LAYERS = ((16, 3, 2), (32, 3, 2), (32, 3, 2))
-"""The Impala CNN's stacks as ``(features, kernel, stride)``: each stack's 3x3 conv, then a 3x3 max pool of
-stride 2 (the stride here) and two residual blocks (:class:`ImpalaEncoder`)."""
+"""The Impala CNN's stacks as ``(features, kernel, stride)`` for `feature_shape`: each stack's 3x3 conv, then
+a 3x3 max pool of stride 2 (the stride here) and two residual blocks (`impala_encoder`)."""
 
 
-class ImpalaEncoder(nn.Module):
-  """The Impala CNN (Espeholt et al., 2018) on one ``[H, W, C]`` frame, as the paper's Rainbow-Impala uses
-  it (research note §1.1.2): per stack, Conv(features, 3x3, SAME) -> MaxPool(3x3, stride 2, SAME) -> two
-  residual blocks ``x + Conv(ReLU(Conv(ReLU(x))))``; a final ReLU. 84x84 frames give an 11x11x32 map.
+def _matmul_conv3(features: int, name: str) -> nn.Module:
+  return networks.MatmulConv(features, 3, 1, name=name)
 
-  Attributes:
-    stacks: ``(features, kernel, pool stride)`` per stack.
-  """
 
-  stacks: Sequence[Tuple[int, int, int]] = IMPALA_LAYERS
-
-  @nn.compact
-  def __call__(self, obs: jax.Array) -> jax.Array:
-    """``[H, W, C]`` -> ``[ceil(H / 8), ceil(W / 8), 32]`` with the default stacks."""
-    x = _frames(obs)
-    for i, (features, kernel, stride) in enumerate(self.stacks):
-      x = networks.MatmulConv(features, kernel, 1, name=f'stack{i}_conv')(x)
-      x = nn.max_pool(x[None], (3, 3), strides=(stride, stride), padding='SAME')[0]
-      for j in range(2):
-        y = networks.MatmulConv(features, kernel, 1, name=f'stack{i}_block{j}_conv0')(nn.relu(x))
-        x = x + networks.MatmulConv(features, kernel, 1, name=f'stack{i}_block{j}_conv1')(nn.relu(y))
-    return nn.relu(x)
+def impala_encoder(layers=IMPALA_LAYERS) -> nn.Module:
+  """The Impala CNN (Espeholt et al., 2018) on one ``[H, W, C]`` frame, as the paper's Rainbow-Impala uses it
+  (research note §1.1.2): `common.nn.ImpalaCNN` (per stack Conv 3x3 -> MaxPool 3x3 stride 2 -> two residual
+  blocks; a final ReLU) with its convolutions as `MatmulConv` (see `ConvEncoder`). 84x84 frames give an
+  11x11x32 map."""
+  return common_nn.ImpalaCNN(channels=tuple(f for f, _, _ in layers), flatten=False, conv=_matmul_conv3)
 
 
 class ConvEncoder(nn.Module):
@@ -149,7 +138,7 @@ def make_network(
   pen = softmoe.penultimate(
     variant, hidden=hidden, scale=scale, feature_shape=shape, **dict(penultimate_options or {})
   )
-  conv = ImpalaEncoder(stacks=layers) if encoder == 'impala' else ConvEncoder(layers=layers)
+  conv = impala_encoder(layers) if encoder == 'impala' else ConvEncoder(layers=layers)
   torso = Torso(encoder=conv, penultimate=pen)
   return networks.QNetwork(
     torso=torso, num_actions=num_actions, num_atoms=num_atoms, dueling=dueling, noisy=noisy

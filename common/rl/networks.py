@@ -107,9 +107,9 @@ class NoisyDense(nn.Module):
 
 
 class MatmulConv(nn.Module):
-  """A SAME convolution of one ``[H, W, C]`` image written as patches times a matrix: the same parameters
-  (``kernel`` ``[k, k, C, F]``, ``bias`` ``[F]``), initialisation and output as ``nn.Conv(F, (k, k),
-  strides=(s, s), padding='SAME')``.
+  """A SAME convolution of one ``[H, W, C]`` image (or of each of ``[B, H, W, C]``) written as patches times a
+  matrix: the same parameters (``kernel`` ``[k, k, C, F]``, ``bias`` ``[F]``), initialisation and output as
+  ``nn.Conv(F, (k, k), strides=(s, s), padding='SAME')``.
 
   Why: the agents ``vmap`` the network over seeds and hyper-parameters (~100 runs in a sweep), each with its
   own parameters; XLA turns a vmapped ``nn.Conv`` into a grouped convolution (one group per run), which cuDNN
@@ -128,13 +128,17 @@ class MatmulConv(nn.Module):
     k, c, f = self.kernel, x.shape[-1], self.features
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, c, f), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros_init(), (f,), jnp.float32)
-    if self.stride == 1:
-      lo = (k - 1) // 2  # SAME padding, as nn.Conv (the extra row/column goes after for even k).
-      padded = jnp.pad(x, ((lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
-      h, w = x.shape[0], x.shape[1]
-      patches = jnp.stack([padded[i : i + h, j : j + w] for i in range(k) for j in range(k)], axis=2)
-      return patches.reshape(h, w, k * k * c) @ kernel.reshape(k * k * c, f) + bias
-    patches = jax.lax.conv_general_dilated_patches(
-      x[None], (k, k), (self.stride, self.stride), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
-    )[0]  # Features ordered (C, kh, kw).
-    return patches @ jnp.transpose(kernel, (2, 0, 1, 3)).reshape(c * k * k, f) + bias
+
+    def one(image):
+      if self.stride == 1:
+        lo = (k - 1) // 2  # SAME padding, as nn.Conv (the extra row/column goes after for even k).
+        padded = jnp.pad(image, ((lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
+        h, w = image.shape[0], image.shape[1]
+        patches = jnp.stack([padded[i : i + h, j : j + w] for i in range(k) for j in range(k)], axis=2)
+        return patches.reshape(h, w, k * k * c) @ kernel.reshape(k * k * c, f) + bias
+      patches = jax.lax.conv_general_dilated_patches(
+        image[None], (k, k), (self.stride, self.stride), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+      )[0]  # Features ordered (C, kh, kw).
+      return patches @ jnp.transpose(kernel, (2, 0, 1, 3)).reshape(c * k * k, f) + bias
+
+    return jax.vmap(one)(x) if x.ndim == 4 else one(x)  # [B, H, W, C] (common.nn.ImpalaCNN's) or one image.
