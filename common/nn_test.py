@@ -973,3 +973,31 @@ def test_decoder_return_hidden_gives_the_states_under_the_tied_head():
   logits = model.apply({'params': params}, tokens)
   assert hidden.shape == (1, 4, 8) and hidden.dtype == jnp.float32
   np.testing.assert_allclose(hidden @ params['embed_tokens']['embedding'].T, logits, rtol=1e-5, atol=1e-5)
+
+
+def test_embed_casts_rows_and_scatters_in_param_dtype():
+  """Forward equals flax's nn.Embed; the backward's scatter-add runs in float32, not bfloat16."""
+  tokens = jnp.array([[0, 3, 3, 1], [4, 4, 4, 2]], jnp.int32)
+  ours = blocks.Embed(5, 8, dtype=jnp.bfloat16)
+  theirs = flax.linen.Embed(5, 8, dtype=jnp.bfloat16)
+  params = ours.init(jax.random.PRNGKey(0), tokens)
+  out = ours.apply(params, tokens)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(
+    np.asarray(out, np.float32), np.asarray(theirs.apply(params, tokens), np.float32)
+  )
+
+  def loss(p, module):
+    return jnp.sum(module.apply(p, tokens).astype(jnp.float32) ** 2)
+
+  jaxpr = str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, ours))
+  assert 'scatter-add' in jaxpr and not any(
+    'scatter-add' in line and 'bf16[5,8]' in line for line in jaxpr.splitlines()
+  ), jaxpr
+  grad = jax.grad(loss)(params, ours)['params']['embedding']
+  assert grad.dtype == jnp.float32
+  # Row 4 appears three times: its gradient is the sum of the three cotangents (2 * row, in bf16 values).
+  row4 = np.asarray(out[1, 0], np.float32)
+  np.testing.assert_allclose(np.asarray(grad[4]), 3 * 2 * row4, rtol=1e-6)
+  with pytest.raises(ValueError, match='integers'):
+    ours.apply(params, tokens.astype(jnp.float32))
