@@ -20,8 +20,9 @@ then the dueling C51 head. Variants as in Fig. 1: V0 flatten baseline, V1 penult
 SoftMoE-4 (PerConv), V3 single expert scaled x4 (PerConv), V4 SoftMoE-4 PerSample (flatten inside SoftMoE).
 The paper also varies the number of experts: `--config.scale=N` (one run per value).
 
-Games: the research note does not list the paper's 20 games (§7: read them off the PDF). GAMES below is a
-PLACEHOLDER, our choice: the first 20 (alphabetical) of the 26 Atari 100k games that common.rl.atari can
+Games: the research note does not list the paper's 20 games (§7: read them off the PDF). The paper says they
+are the 20 ALE games of Obando-Ceron et al. 2024 ("Mixtures of Experts Unlock Parameter Scaling for Deep RL",
+arXiv 2402.08609), whose list we could not read here either. GAMES below is a PLACEHOLDER, our choice: the first 20 (alphabetical) of the 26 Atari 100k games that common.rl.atari can
 human-normalise. Replace it with the paper's list before a run.
 
 Deviations from the paper that this code cannot avoid (documented, not fixed):
