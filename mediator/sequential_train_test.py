@@ -141,3 +141,15 @@ def test_bad_signal_settings_fail_before_compiling(overrides, fragment, tmp_path
   assert not os.listdir(tmp_path)
   with pytest.raises(ConfigError, match="manager 'Both' is not available"):
     sequential_train.make_sequential(tiny_config(), CHAIN, 'Both')
+
+
+@pytest.mark.parametrize('manager', ['none', 'incentives'])
+def test_update_has_no_data_dependent_loop_or_callback(manager):
+  """The jitted update's program has only fixed-length loops (scans) and no host callbacks: a while_loop
+  (e.g. jax.random.poisson's) syncs the GPU with the host once per iteration."""
+  state, _, _ = compiled(manager)
+  _, update, _ = sequential_train.make_sequential(tiny_config(), CHAIN, manager)
+  jaxpr = str(jax.make_jaxpr(update)(state, None))
+  assert 'scan[' in jaxpr
+  for primitive in ('while[', 'callback'):
+    assert primitive not in jaxpr

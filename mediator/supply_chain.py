@@ -39,6 +39,7 @@ agents get r_i + payout_i and the manager Σ r_i − κ·Σ payout_i (`rewards`)
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import flax
 import jax
@@ -49,6 +50,43 @@ from mediator import checks
 
 SUPPLIER_NAMES = ('A', 'B')
 EXCESS_A = ('late', 'lost')
+# jax.random.poisson draws rates below this with Knuth's algorithm (above it, transformed rejection).
+_KNUTH_MAX_RATE = 10.0
+# `poisson_knuth` runs until a draw this far in the tail could still be unfinished.
+_KNUTH_TAIL = 1e-15
+
+
+def knuth_iterations(rate: float) -> int:
+  """The fewest iterations n with P(Poisson(rate) >= n) < _KNUTH_TAIL (a draw of k needs k + 1)."""
+  n, pmf, cdf = 0, math.exp(-rate), 0.0
+  while 1.0 - cdf >= _KNUTH_TAIL and pmf > 0.0:
+    cdf += pmf
+    n += 1
+    pmf *= rate / n
+  return n + 1
+
+
+def poisson_knuth(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
+  """int32 Poisson(rate) draws for rate < 10, equal to `jax.random.poisson(key, rate, shape)`.
+
+  The same algorithm and keys as jax's Knuth sampler, but a fixed number of iterations
+  (`knuth_iterations`) instead of a `while_loop` that runs until every draw has finished: XLA knows the
+  trip count, so on GPU no iteration waits on a device-to-host copy of the loop condition (jax's loop
+  did, about 15 times per environment step, inside the rollout's scan). A draw is final once its running
+  log-product falls to -rate, so iterations past that change nothing; draws that would need more than
+  `knuth_iterations(rate)` (probability below 1e-15 each) are cut there.
+  """
+  neg_rate = jnp.float32(-rate)
+
+  def body(carry, _):
+    k, rng, log_prod = carry
+    rng, subkey = jax.random.split(rng)
+    k = jnp.where(log_prod > neg_rate, k + 1, k)
+    return (k, rng, log_prod + jnp.log(jax.random.uniform(subkey, shape, jnp.float32))), None
+
+  init = (jnp.zeros(shape, jnp.int32), key, jnp.zeros(shape, jnp.float32))
+  (k, _, _), _ = jax.lax.scan(body, init, None, length=knuth_iterations(rate))
+  return k - 1
 
 
 @flax.struct.dataclass
@@ -204,8 +242,10 @@ class SupplyChain:
     )
 
   def sample_demand(self, key: jax.Array) -> jax.Array:
-    """float32[N]: d_i ~ Poisson(demand_rate), independent."""
-    return jax.random.poisson(key, self.demand_rate, (self.num_factories,)).astype(jnp.float32)
+    """float32[N]: d_i ~ Poisson(demand_rate), independent; the numbers of `jax.random.poisson`."""
+    if self.demand_rate >= _KNUTH_MAX_RATE:
+      return jax.random.poisson(key, self.demand_rate, (self.num_factories,)).astype(jnp.float32)
+    return poisson_knuth(key, self.demand_rate, (self.num_factories,)).astype(jnp.float32)
 
   def step(
     self, state: SupplyChainState, actions: jax.Array, key: jax.Array

@@ -283,3 +283,23 @@ def test_lost_excess_is_not_delivered_not_paid_and_penalised():
 def test_unknown_excess_rule():
   with pytest.raises(ConfigError, match='excess_a must be one of late, lost'):
     SupplyChain(excess_a='refund')
+
+
+@pytest.mark.parametrize('rate', [0.5, 4.0, 9.5])
+def test_demand_is_jax_poisson_without_a_while_loop(rate):
+  """`sample_demand` gives exactly the draws of jax.random.poisson (Knuth for rates below 10) through a
+  fixed-length scan: jax's while_loop, whose trip count depends on the draws, costs one device-to-host
+  copy of the loop condition per iteration on GPU, inside every environment step."""
+  env = SupplyChain(demand_rate=rate)
+  keys = jax.random.split(jax.random.PRNGKey(7), 4096)
+  ours = jax.jit(jax.vmap(env.sample_demand))(keys)
+  theirs = jax.vmap(lambda k: jax.random.poisson(k, rate, (env.num_factories,)))(keys)
+  np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs, np.float32))
+  np.testing.assert_array_equal(
+    np.asarray(env.sample_demand(jax.random.key(3))),
+    jax.random.poisson(jax.random.key(3), rate, (env.num_factories,)),
+  )
+  states = jax.vmap(env.reset)(keys[:8])
+  jaxpr = str(jax.make_jaxpr(jax.vmap(env.step))(states, jnp.zeros((8, 4), jnp.int32), keys[:8]))
+  assert 'while[' not in jaxpr
+  assert 'while[' in str(jax.make_jaxpr(jax.vmap(lambda k: jax.random.poisson(k, rate, (4,))))(keys[:8]))
