@@ -154,24 +154,31 @@ def pd_action(target_q, state: ArmState):
   return jnp.clip(2.0 * wrap(target_q - state.q) - 2.0 * state.qd, -1.0, 1.0)
 
 
+TARGET_BLOCK = 16  # `collect`'s PD controller holds each random target pose for this many steps.
+
+
+def block_target(rng, t):
+  """The PD target pose of step `t` in `collect`: one uniform pose per block of TARGET_BLOCK steps (its key
+  depends on the block only, so the pose is held for the whole block)."""
+  return jax.random.uniform(jax.random.fold_in(rng, t // TARGET_BLOCK), (2,), minval=-jnp.pi, maxval=jnp.pi)
+
+
 def collect(rng, *, num_envs: int, length: int, size: int, scripted_fraction: float):
   """Offline data: `num_envs` episodes of `length` steps, a mix of uniform random actions and a PD
-  controller holding random target poses (a new target every 16 steps), with action noise.
+  controller holding random target poses (a new target every TARGET_BLOCK = 16 steps, `block_target`),
+  with action noise.
 
   Returns dict(frames (N, T, S, S, 3) uint8, actions (N, T, 2), q (N, T, 2), qd (N, T, 2)); the action at t
   is taken after frame t.
   """
 
   def episode(rng):
-    rng_reset, rng_kind, rng_steps = jax.random.split(rng, 3)
+    rng_reset, rng_kind, rng_steps, rng_targets = jax.random.split(rng, 4)
     scripted = jax.random.uniform(rng_kind) < scripted_fraction
 
     def body(state, t):
-      rng_t = jax.random.fold_in(rng_steps, t)
-      rng_target, rng_act, rng_noise = jax.random.split(rng_t, 3)
-      target = jax.random.uniform(
-        jax.random.fold_in(rng_target, t // 16), (2,), minval=-jnp.pi, maxval=jnp.pi
-      )
+      rng_act, rng_noise = jax.random.split(jax.random.fold_in(rng_steps, t))
+      target = block_target(rng_targets, t)
       random_a = jax.random.uniform(rng_act, (2,), minval=-1.0, maxval=1.0)
       pd = jnp.clip(pd_action(target, state) + 0.2 * jax.random.normal(rng_noise, (2,)), -1, 1)
       action = jnp.where(scripted, pd, random_a)

@@ -55,3 +55,12 @@ def test_collect_shapes():
   )
   assert data['frames'].shape == (2, 5, 8, 8, 3) and data['frames'].dtype == jnp.uint8
   assert data['actions'].shape == (2, 5, 2) and float(jnp.abs(data['actions']).max()) <= 1
+
+
+def test_block_target_is_held_for_a_block_and_changes_between_blocks():
+  rng = jax.random.PRNGKey(3)
+  b = envs.TARGET_BLOCK
+  first = [envs.block_target(rng, t) for t in range(b)]
+  for target in first[1:]:
+    np.testing.assert_array_equal(target, first[0])
+  assert not np.allclose(envs.block_target(rng, b), first[0])
