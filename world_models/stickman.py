@@ -34,6 +34,37 @@ from world_models.envs import tolerance
 FRAME_SKIP = 6  # 6 x 5 ms = 30 ms per env step.
 STAND_Z = 0.95  # Root (pelvis) height of the standing pose: legs 0.45 + 0.45, foot radius 0.04.
 
+
+def _leg(side: str) -> str:
+  return f"""      <body name="thigh_{side}">
+        <joint name="hip_{side}" axis="0 -1 0" range="-0.8 2.4"/>
+        <geom name="thigh_{side}" fromto="0 0 0 0 0 -0.45" size="0.05"/>
+        <body name="shin_{side}" pos="0 0 -0.45">
+          <joint name="knee_{side}" axis="0 1 0" range="0 2.6"/>
+          <geom name="shin_{side}" fromto="0 0 0 0 0 -0.41" size="0.04"/>
+          <geom name="foot_{side}" fromto="-0.06 0 -0.41 0.16 0 -0.41" size="0.04"/>
+          <site name="foot_{side}" pos="0.05 0 -0.41"/>
+        </body>
+      </body>
+"""
+
+
+def _arm(side: str) -> str:
+  return f"""      <body name="upper_arm_{side}" pos="0 0 0.47">
+        <joint name="shoulder_{side}" axis="0 -1 0" range="-1.0 3.6"/>
+        <geom name="upper_arm_{side}" fromto="0 0 0 0 0 -0.28" size="0.035"/>
+        <body name="forearm_{side}" pos="0 0 -0.28">
+          <joint name="elbow_{side}" axis="0 -1 0" range="0 2.6"/>
+          <geom name="forearm_{side}" fromto="0 0 0 0 0 -0.26" size="0.03"/>
+          <site name="hand_{side}" pos="0 0 -0.26"/>
+        </body>
+      </body>
+"""
+
+
+# The four limbs, right before left (the order of joints, actuators and geoms the rest of the module uses).
+_LIMBS = _leg('r') + _leg('l') + _arm('r') + _arm('l')
+
 # Written for this project: a stickman of capsules. Joint signs: hips, shoulders and elbows turn the limb
 # forward (+x) for positive angles (axis -y); knees bend the shin backward for positive angles (axis +y).
 # The root hinge uses axis -y as well, so positive `rooty` pitches the torso backward (toward -x).
@@ -56,45 +87,7 @@ MJCF = f"""
       <joint name="rooty" type="hinge" axis="0 -1 0" limited="false" damping="0" armature="0"/>
       <geom name="torso" fromto="0 0 0.02 0 0 0.5" size="0.07"/>
       <geom name="head" type="sphere" pos="0 0 0.68" size="0.11"/>
-      <body name="thigh_r">
-        <joint name="hip_r" axis="0 -1 0" range="-0.8 2.4"/>
-        <geom name="thigh_r" fromto="0 0 0 0 0 -0.45" size="0.05"/>
-        <body name="shin_r" pos="0 0 -0.45">
-          <joint name="knee_r" axis="0 1 0" range="0 2.6"/>
-          <geom name="shin_r" fromto="0 0 0 0 0 -0.41" size="0.04"/>
-          <geom name="foot_r" fromto="-0.06 0 -0.41 0.16 0 -0.41" size="0.04"/>
-          <site name="foot_r" pos="0.05 0 -0.41"/>
-        </body>
-      </body>
-      <body name="thigh_l">
-        <joint name="hip_l" axis="0 -1 0" range="-0.8 2.4"/>
-        <geom name="thigh_l" fromto="0 0 0 0 0 -0.45" size="0.05"/>
-        <body name="shin_l" pos="0 0 -0.45">
-          <joint name="knee_l" axis="0 1 0" range="0 2.6"/>
-          <geom name="shin_l" fromto="0 0 0 0 0 -0.41" size="0.04"/>
-          <geom name="foot_l" fromto="-0.06 0 -0.41 0.16 0 -0.41" size="0.04"/>
-          <site name="foot_l" pos="0.05 0 -0.41"/>
-        </body>
-      </body>
-      <body name="upper_arm_r" pos="0 0 0.47">
-        <joint name="shoulder_r" axis="0 -1 0" range="-1.0 3.6"/>
-        <geom name="upper_arm_r" fromto="0 0 0 0 0 -0.28" size="0.035"/>
-        <body name="forearm_r" pos="0 0 -0.28">
-          <joint name="elbow_r" axis="0 -1 0" range="0 2.6"/>
-          <geom name="forearm_r" fromto="0 0 0 0 0 -0.26" size="0.03"/>
-          <site name="hand_r" pos="0 0 -0.26"/>
-        </body>
-      </body>
-      <body name="upper_arm_l" pos="0 0 0.47">
-        <joint name="shoulder_l" axis="0 -1 0" range="-1.0 3.6"/>
-        <geom name="upper_arm_l" fromto="0 0 0 0 0 -0.28" size="0.035"/>
-        <body name="forearm_l" pos="0 0 -0.28">
-          <joint name="elbow_l" axis="0 -1 0" range="0 2.6"/>
-          <geom name="forearm_l" fromto="0 0 0 0 0 -0.26" size="0.03"/>
-          <site name="hand_l" pos="0 0 -0.26"/>
-        </body>
-      </body>
-    </body>
+{_LIMBS}    </body>
   </worldbody>
   <actuator>
     <motor name="hip_r" joint="hip_r" gear="120"/>
