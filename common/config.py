@@ -41,8 +41,9 @@ def unknown_name_message(kind: str, name: str, valid) -> str:
   return f"unknown {kind} '{name}'{hint} (valid: {', '.join(sorted(valid)) or 'none'})"
 
 
-def _convert(key: str, text: str, default: Any) -> Any:
-  """Converts `text` to the type of `default`; a clear ConfigError when it cannot."""
+def convert_text(key: str, text: str, default: Any) -> Any:
+  """Converts `text` to the type of `default` (bool words, ints written as 1e5, None guesses a type); a clear
+  ConfigError naming `key` when it cannot."""
   want = type(default)
   try:
     if isinstance(default, bool):
@@ -122,7 +123,7 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
         )
       out[key] = True
     else:
-      out[key] = _convert(key, text.strip(), defaults[key])
+      out[key] = convert_text(key, text.strip(), defaults[key])
   return out
 
 

@@ -77,11 +77,12 @@ def joints(q):
   return elbow, tip
 
 
-def _capsule_mask(points, a, b, sharpness):
-  """Soft coverage of a capsule of radius RADIUS around segment ab: sigmoid of its signed distance."""
+def capsule_mask(points, a, b, radius, sharpness):
+  """Soft coverage of a capsule of `radius` around segment ab: sigmoid of its signed distance (also the
+  stickman's rasteriser)."""
   ab = b - a
   t = jnp.clip(jnp.sum((points - a) * ab, -1) / (jnp.sum(ab * ab) + 1e-8), 0.0, 1.0)
-  dist = jnp.linalg.norm(points - (a + t[..., None] * ab), axis=-1) - RADIUS
+  dist = jnp.linalg.norm(points - (a + t[..., None] * ab), axis=-1) - radius
   return jax.nn.sigmoid(-sharpness * dist)
 
 
@@ -92,8 +93,8 @@ def render(state: ArmState, size: int, look: Look = AGENT_LOOK):
   points = jnp.stack([x, y], -1)
   elbow, tip = joints(state.q)
   sharpness = size / 1.5
-  upper = _capsule_mask(points, jnp.zeros(2), elbow, sharpness)[..., None]
-  lower = _capsule_mask(points, elbow, tip, sharpness)[..., None]
+  upper = capsule_mask(points, jnp.zeros(2), elbow, RADIUS, sharpness)[..., None]
+  lower = capsule_mask(points, elbow, tip, RADIUS, sharpness)[..., None]
   image = jnp.asarray(look.background) * (1 - upper) + jnp.asarray(look.upper) * upper
   return image * (1 - lower) + jnp.asarray(look.lower) * lower
 
@@ -124,10 +125,15 @@ def tolerance(distance, bound, margin):
   return jnp.exp(-jnp.log(10.0) * (excess / margin) ** 2)
 
 
+def prompt_index(prompt: str, tasks, kind: str = 'task prompt') -> int:
+  """The index of `prompt` in `tasks` (a dict of prompts); a one-line ConfigError naming `kind` if absent."""
+  if prompt not in tasks:
+    raise ConfigError(f"unknown {kind} '{prompt}': choose one of {list(tasks)}")
+  return list(tasks).index(prompt)
+
+
 def check_prompt(prompt: str) -> int:
-  if prompt not in TASKS:
-    raise ConfigError(f"unknown task prompt '{prompt}': choose one of {list(TASKS)}")
-  return list(TASKS).index(prompt)
+  return prompt_index(prompt, TASKS)
 
 
 def task_reward(task: int, state: ArmState):
@@ -157,10 +163,12 @@ def pd_action(target_q, state: ArmState):
 TARGET_BLOCK = 16  # `collect`'s PD controller holds each random target pose for this many steps.
 
 
-def block_target(rng, t):
-  """The PD target pose of step `t` in `collect`: one uniform pose per block of TARGET_BLOCK steps (its key
-  depends on the block only, so the pose is held for the whole block)."""
-  return jax.random.uniform(jax.random.fold_in(rng, t // TARGET_BLOCK), (2,), minval=-jnp.pi, maxval=jnp.pi)
+def block_target(rng, t, low=(-jnp.pi, -jnp.pi), high=(jnp.pi, jnp.pi)):
+  """The PD target pose of step `t` in `collect`: one pose uniform in [low, high) per block of TARGET_BLOCK
+  steps (its key depends on the block only, so the pose is held for the whole block). The defaults are the
+  arm's two joints; the stickman passes its joint ranges."""
+  low, high = jnp.asarray(low, jnp.float32), jnp.asarray(high, jnp.float32)
+  return jax.random.uniform(jax.random.fold_in(rng, t // TARGET_BLOCK), low.shape, minval=low, maxval=high)
 
 
 def collect(rng, *, num_envs: int, length: int, size: int, scripted_fraction: float):

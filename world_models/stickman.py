@@ -28,8 +28,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from common.errors import ConfigError
-from world_models.envs import tolerance
+from world_models import envs
 
 FRAME_SKIP = 6  # 6 x 5 ms = 30 ms per env step.
 STAND_Z = 0.95  # Root (pelvis) height of the standing pose: legs 0.45 + 0.45, foot radius 0.04.
@@ -197,14 +196,6 @@ _PART = np.asarray(
 )
 
 
-def _capsule_mask(points, a, b, radius, sharpness):
-  """Soft coverage of a capsule of `radius` around segment ab: sigmoid of its signed distance."""
-  ab = b - a
-  t = jnp.clip(jnp.sum((points - a) * ab, -1) / (jnp.sum(ab * ab) + 1e-8), 0.0, 1.0)
-  dist = jnp.linalg.norm(points - (a + t[..., None] * ab), axis=-1) - radius
-  return jax.nn.sigmoid(-sharpness * dist)
-
-
 def segments(state: mjx.Data):
   """World x-z endpoints (G, 2) x 2 of the drawn geoms (spheres have equal endpoints)."""
   centre = state.geom_xpos[_DRAWN][:, (0, 2)]
@@ -229,7 +220,7 @@ def render(state: mjx.Data, size: int, look: Look = AGENT_LOOK):
   a, b = segments(state)
   for i in range(len(_DRAWN)):  # Static loop: 12 geoms, painter's order.
     # Inflate by half a pixel so 3-4 cm limbs stay visible at 64 px.
-    mask = _capsule_mask(points, a[i], b[i], _RADIUS[i] + 0.5 * pixel, sharpness)[..., None]
+    mask = envs.capsule_mask(points, a[i], b[i], _RADIUS[i] + 0.5 * pixel, sharpness)[..., None]
     image = image * (1 - mask) + colours[_PART[i]] * mask
   return jnp.clip(image, 0.0, 1.0).astype(jnp.float32)
 
@@ -280,11 +271,11 @@ def caption_index(state: mjx.Data):
 
 
 def _at_least(value, low, margin):
-  return tolerance(jnp.minimum(value - low, 0.0), 0.0, margin)
+  return envs.tolerance(jnp.minimum(value - low, 0.0), 0.0, margin)
 
 
 def _at_most(value, high, margin):
-  return tolerance(jnp.maximum(value - high, 0.0), 0.0, margin)
+  return envs.tolerance(jnp.maximum(value - high, 0.0), 0.0, margin)
 
 
 # Prompt -> target angles of ACTUATED (hip_r, knee_r, hip_l, knee_l, shoulder_r, elbow_r, shoulder_l,
@@ -301,9 +292,7 @@ _TARGETS = np.asarray(list(TASKS.values()), np.float32)
 
 
 def check_prompt(prompt: str) -> int:
-  if prompt not in TASKS:
-    raise ConfigError(f"unknown stickman task prompt '{prompt}': choose one of {list(TASKS)}")
-  return list(TASKS).index(prompt)
+  return envs.prompt_index(prompt, TASKS, 'stickman task prompt')
 
 
 def task_rewards(state: mjx.Data):
@@ -311,7 +300,7 @@ def task_rewards(state: mjx.Data):
   f = features(state)
   upright = _at_least(f['upright'], 0.9, 0.7)
   stand = _at_least(f['head_z'], 1.45, 0.8) * upright
-  lie = _at_most(f['pelvis_z'], 0.25, 0.5) * tolerance(f['upright'], 0.25, 0.6)
+  lie = _at_most(f['pelvis_z'], 0.25, 0.5) * envs.tolerance(f['upright'], 0.25, 0.6)
   lie = lie * _at_most(f['head_z'], 0.35, 0.6)
   one_leg = _at_least(f['head_z'], 1.25, 0.7) * upright * _at_least(f['feet_gap'], 0.3, 0.25)
   arms_up = _at_least(f['hands_over_head'], 0.2, 0.2)  # Hand sites 0.2 m over the head's centre.
@@ -349,7 +338,8 @@ def collect(
   rng, *, num_envs: int, length: int, size: int, scripted_fraction: float, lying_fraction: float = 0.2
 ):
   """Offline data: `num_envs` episodes of `length` steps, a mix of uniform random actions and a PD
-  controller holding random joint targets (a new target every 16 steps, within the joint ranges), with
+  controller holding random joint targets (`envs.block_target`: a new one every 16 steps, within the joint
+  ranges), with
   action noise. A fraction of episodes starts lying down so every caption is represented.
 
   Returns dict(frames (N, T, S, S, 3) uint8, actions (N, T, 8), q (N, T, nq) qpos, qd (N, T, nv) qvel) --
@@ -363,9 +353,7 @@ def collect(
 
     def body(state, t):
       rng_act, rng_noise = jax.random.split(jax.random.fold_in(rng_steps, t))
-      # Keyed by t // 16 alone, so the target really holds for 16 steps.
-      rng_target = jax.random.fold_in(rng_targets, t // 16)
-      target = jax.random.uniform(rng_target, (ACTION_DIM,), minval=lo, maxval=hi)
+      target = envs.block_target(rng_targets, t, lo, hi)
       random_a = jax.random.uniform(rng_act, (ACTION_DIM,), minval=-1.0, maxval=1.0)
       pd = jnp.clip(pd_action(target, state) + 0.2 * jax.random.normal(rng_noise, (ACTION_DIM,)), -1, 1)
       action = jnp.where(scripted, pd, random_a)

@@ -30,6 +30,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from attention import train
+from common import config as config_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'An attention config file.', lock_config=False)
@@ -62,7 +63,8 @@ def parse_settings(text: str) -> list[tuple[str, dict]]:
 
 
 def apply_overrides(config, overrides: dict):
-  """A copy of ``config`` with dotted ``key=value`` overrides, each value cast to the type it replaces."""
+  """A copy of ``config`` with dotted ``key=value`` overrides, each value cast to the type it replaces (as
+  ``--config=file.py:arg`` does, ``common.config.convert_text``)."""
   c = config.copy_and_resolve_references()
   for key, value in overrides.items():
     *parents, leaf = key.split('.')
@@ -71,8 +73,7 @@ def apply_overrides(config, overrides: dict):
       node = node[p]
     if leaf not in node:
       raise ValueError(f'--settings: the config has no key {key!r}')
-    old = node[leaf]
-    node[leaf] = value.lower() in ('1', 'true') if isinstance(old, bool) else type(old)(value)
+    node[leaf] = config_lib.convert_text(key, value, node[leaf])
   return c
 
 

@@ -22,8 +22,9 @@ The paper also varies the number of experts: `--config.scale=N` (one run per val
 
 Games: the research note does not list the paper's 20 games (§7: read them off the PDF). The paper says they
 are the 20 ALE games of Obando-Ceron et al. 2024 ("Mixtures of Experts Unlock Parameter Scaling for Deep RL",
-arXiv 2402.08609), whose list we could not read here either. GAMES below is a PLACEHOLDER, our choice: the first 20 (alphabetical) of the 26 Atari 100k games that common.rl.atari can
-human-normalise. Replace it with the paper's list before a run.
+arXiv 2402.08609), whose list we could not read here either. GAMES below is a PLACEHOLDER, our choice: the
+first 20 (alphabetical) of the 26 Atari 100k games that common.rl.atari can human-normalise. Replace it with
+the paper's list before a run.
 
 Deviations from the paper that this code cannot avoid (documented, not fixed):
   * noisy layers in the head only: Dopamine's noisy SoftMoE experts (pitfall 12 of the note) are not
