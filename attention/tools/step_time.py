@@ -7,9 +7,9 @@
 For every variant of the config and every setting (``name:key=value,key=value`` overrides of the config,
 semicolon-separated; ``base`` is the config as it is) it compiles the project's own ``train_chunk`` (one
 ``lax.scan`` of ``--steps`` steps; that first, compiling chunk is the warm-up) and reports the median wall
-time per step over ``--repeats`` more chunks. It also times the batch generation alone and the loss's forward+backward alone (no
-optimizer, one step, outside the scan), so a slow step can be traced to data, model or loop. The first
-chunk's time (with compilation) is reported too. Nothing is written to a workdir.
+time per step over ``--repeats`` more chunks. It also times the batch generation alone and the loss's
+forward+backward alone (no optimizer, one step, outside the scan), so a slow step can be traced to data,
+model or loop. The first chunk's time (with compilation) is reported too. Nothing is written to a workdir.
 """
 
 from __future__ import annotations
