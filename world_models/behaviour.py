@@ -151,8 +151,9 @@ def data_free_starts(rng, *, wm, wm_params, connector_latents, actor_policy, bat
 
   def policy(state, rng_a):
     rng_r, rng_p = jax.random.split(rng_a)
-    random_a = jax.random.uniform(rng_r, (batch, 2), minval=-1, maxval=1)
-    return jnp.where(random_half, random_a, actor_policy(state, rng_p))
+    actor_a = actor_policy(state, rng_p)  # (batch, action_dim): its shape sizes the random actions.
+    random_a = jax.random.uniform(rng_r, actor_a.shape, minval=-1, maxval=1)
+    return jnp.where(random_half, random_a, actor_a)
 
   del rng_kind
   states, _ = rssm.imagine(wm, wm_params, start, policy, warmup, rng_w)

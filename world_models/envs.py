@@ -37,6 +37,9 @@ TASKS = {
   'arm folded': (None, np.pi),
 }
 STRAIGHT, FOLDED = 0.6, 2.2  # Elbow bins (radians) for the caption rules.
+ACTION_DIM = 2  # Shoulder and elbow torques.
+# The VLM tokenizer's words for this environment's captions and prompts (padding first).
+VOCAB = ('<pad>', 'arm', 'pointing', 'bent', 'folded', 'up', 'down', 'left', 'right', 'the', 'a', 'robot')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,14 +109,23 @@ CAPTIONS = tuple(
 )
 
 
-def caption_index(q):
-  """Index into CAPTIONS of the pose `q`: the tip direction in quarter bins and the elbow bend."""
+def caption_index(state: ArmState):
+  """Index into CAPTIONS of the pose `state.q`: the tip direction in quarter bins and the elbow bend."""
+  q = state.q
   _, tip = joints(q)
   heading = jnp.arctan2(tip[1], tip[0])
   centres = jnp.asarray(list(DIRECTIONS.values()))
   direction = jnp.argmin(jnp.abs(wrap(heading - centres)))
   bend = jnp.abs(wrap(q[1]))
   return jnp.where(bend > FOLDED, 8, jnp.where(bend < STRAIGHT, direction, 4 + direction))
+
+
+def clip_start(rng_pose, rng_vel) -> ArmState:
+  """A random start of the VLM's captioned clips: a uniform pose and small random joint velocities."""
+  return ArmState(
+    q=jax.random.uniform(rng_pose, (2,), minval=-jnp.pi, maxval=jnp.pi),
+    qd=0.2 * jax.random.normal(rng_vel, (2,)),
+  )
 
 
 # ----- tasks -----------------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ def test_render_is_deterministic_and_draws_the_arm():
 
 
 def test_caption_rules():
-  caption = lambda q: envs.CAPTIONS[int(envs.caption_index(jnp.asarray(q)))]  # noqa: E731
+  def caption(q):
+    return envs.CAPTIONS[int(envs.caption_index(envs.ArmState(q=jnp.asarray(q), qd=jnp.zeros(2))))]
+
   assert caption([np.pi / 2, 0.0]) == 'arm pointing up'
   assert caption([np.pi, 0.1]) == 'arm pointing left'
   assert caption([0.8, 1.2]) == 'arm bent up'  # Bent elbow, the tip above the shoulder.

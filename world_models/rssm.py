@@ -195,7 +195,8 @@ class WorldModel(nn.Module):
     return self.decode(post['stoch'])
 
 
-def make_world_model(config) -> WorldModel:
+def make_world_model(config, action_dim: int = 2) -> WorldModel:
+  """The world model of `config`; `action_dim` is the environment's (2 for the arm, 8 for the stickman)."""
   w = config.wm
   return WorldModel(
     deter=w.deter,
@@ -204,7 +205,7 @@ def make_world_model(config) -> WorldModel:
     classes=w.classes,
     depth=w.depth,
     image_size=config.env.image_size,
-    action_dim=2,
+    action_dim=action_dim,
     unimix=w.unimix,
     single_obs_posterior=w.single_obs_posterior,
   )

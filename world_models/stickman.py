@@ -1,9 +1,10 @@
 """A planar stickman on MuJoCo MJX, drawn by a pure-JAX capsule rasteriser, with pose captions and scores.
 
-The GPU counterpart of `envs.py` (the two-link arm): same interface shape (`reset`, `step`, `render`,
-`CAPTIONS`/`caption_index`, `TASKS`/`check_prompt`/`task_reward`, `expert_action`, `pd_action`, `collect`)
-so train.py can swap it in. The state is an `mjx.Data`; physics runs `mjx.step` FRAME_SKIP times per env
-step, so every function is pure and jit/vmap-able.
+The GPU counterpart of `envs.py` (the two-link arm): same interface (`reset`, `step`, `render`, `ACTION_DIM`,
+`CAPTIONS`/`caption_index`/`clip_start`/`VOCAB`, `TASKS`/`check_prompt`/`task_reward`, `expert_action`,
+`pd_action`, `collect`), chosen in train.py and vlm.py by `config.env.name = 'stickman'` (`env_select.py`).
+The state is an `mjx.Data`; physics runs `mjx.step` FRAME_SKIP times per env step, so every function is pure
+and jit/vmap-able.
 
 The body lives in the x-z plane (root slide x, slide z, hinge y): torso + head, two legs (thigh, shin with
 a fixed foot), two arms (upper arm, forearm). Eight hinge motors (hips, knees, shoulders, elbows) take
@@ -104,6 +105,11 @@ MJCF = f"""
 MJ_MODEL = mujoco.MjModel.from_xml_string(MJCF)
 MODEL = mjx.put_model(MJ_MODEL)
 ACTION_DIM = MJ_MODEL.nu
+# The VLM tokenizer's words for the captions and prompts below (padding first; `envs.VOCAB` is the arm's).
+VOCAB = (
+  '<pad>', 'stickman', 'standing', 'lying', 'down', 'on', 'one', 'leg', 'arms', 'up', 'crouching', 'falling',
+  'over', 'the', 'a',
+)  # fmt: skip
 JOINTS = tuple(MJ_MODEL.joint(i).name for i in range(MJ_MODEL.njnt))
 ACTUATED = tuple(MJ_MODEL.joint(int(MJ_MODEL.actuator_trnid[i, 0])).name for i in range(MJ_MODEL.nu))
 # qpos/qvel addresses of the actuated joints in actuator order (all hinges: one coordinate each).
@@ -252,6 +258,27 @@ CAPTIONS = (
   'stickman crouching',
   'stickman falling over',
 )
+
+
+def clip_start(rng_pose, rng_vel, lying_fraction: float = 0.3) -> mjx.Data:
+  """A random start of the VLM's captioned clips (the counterpart of `envs.clip_start`): actuated joints
+  uniform within their ranges, the torso pitched uniformly within +-0.9 rad of upright (or, with probability
+  `lying_fraction`, of lying on its back), the body lowered until its lowest point touches the floor, and
+  actuated joint velocities N(0, 0.5). Unlike `reset`'s standing start, every caption occurs within a clip."""
+  rng_joints, rng_pitch, rng_lie = jax.random.split(rng_pose, 3)
+  qpos = jnp.asarray(MJ_MODEL.qpos0, jnp.float32)
+  lo, hi = jnp.asarray(_ACT_RANGE[:, 0]), jnp.asarray(_ACT_RANGE[:, 1])
+  qpos = qpos.at[_ACT_QPOS].set(jax.random.uniform(rng_joints, (ACTION_DIM,), minval=lo, maxval=hi))
+  lying = jax.random.uniform(rng_lie) < lying_fraction
+  pitch = jnp.where(lying, np.pi / 2, 0.0) + jax.random.uniform(rng_pitch, (), minval=-0.9, maxval=0.9)
+  qpos = qpos.at[2].set(pitch)
+  placed = mjx.kinematics(MODEL, mjx.make_data(MODEL).replace(qpos=qpos))  # Positions only: no contacts.
+  a, b = segments(placed)
+  lowest = jnp.min(jnp.minimum(a[:, 1], b[:, 1]) - jnp.asarray(_RADIUS))
+  qpos = qpos.at[1].add(-lowest)  # Slide rootz: the lowest geom point at z = 0.
+  joint_vel = 0.5 * jax.random.normal(rng_vel, (ACTION_DIM,))
+  qvel = jnp.zeros(MJ_MODEL.nv, jnp.float32).at[_ACT_QVEL].set(joint_vel)
+  return mjx.forward(MODEL, mjx.make_data(MODEL).replace(qpos=qpos, qvel=qvel))
 
 
 def caption_index(state: mjx.Data):

@@ -166,6 +166,18 @@ def test_check_prompt():
     stickman.check_prompt('dance')
 
 
+def test_clip_start_rests_on_the_floor_and_covers_the_captions():
+  keys = jax.random.split(jax.random.PRNGKey(0), 64)
+  states = jax.jit(jax.vmap(stickman.clip_start))(keys, jax.random.split(jax.random.PRNGKey(1), 64))
+  a, b = jax.vmap(stickman.segments)(states)
+  lowest = jnp.min(jnp.minimum(a[..., 1], b[..., 1]) - jnp.asarray(stickman._RADIUS), -1)
+  np.testing.assert_allclose(lowest, 0.0, atol=1e-4)
+  assert bool(jnp.all(jnp.isfinite(states.qvel))) and float(jnp.abs(states.qvel[:, :3]).max()) == 0.0
+  # Random poses give the VLM more than reset's standing start: most captions occur already at the start.
+  captions = set(np.asarray(jax.vmap(stickman.caption_index)(states)).tolist())
+  assert len(captions) >= 4, [stickman.CAPTIONS[i] for i in captions]
+
+
 def test_collect_shapes():
   shapes = jax.eval_shape(
     lambda r: stickman.collect(r, num_envs=2, length=3, size=16, scripted_fraction=0.5), jax.random.PRNGKey(0)

@@ -28,7 +28,7 @@ from common.errors import ConfigError
 from world_models import aligner as aligner_lib
 from world_models import behaviour
 from world_models import connector as connector_lib
-from world_models import envs
+from world_models import env_select
 from world_models import reward as reward_lib
 from world_models import rssm
 from world_models import vlm
@@ -76,11 +76,15 @@ def validate(config) -> None:
     raise ConfigError(f'unknown behaviour.methods {unknown or "(empty)"}: choose from {list(METHODS)}')
   if b.modality not in ('text', 'video'):
     raise ConfigError(f"behaviour.modality='{b.modality}' is not 'text' or 'video'")
+  env = env_select.module(config.env.name)
   if not b.prompts:
-    raise ConfigError(f'behaviour.prompts is empty: choose from {list(envs.TASKS)}')
+    raise ConfigError(f'behaviour.prompts is empty: choose from {list(env.TASKS)}')
   for prompt in b.prompts:
-    envs.check_prompt(prompt)
-  vlm.Tokenizer().encode(list(b.prompts))
+    try:
+      env.check_prompt(prompt)
+    except ConfigError as e:  # Say which environment's prompts were expected.
+      raise ConfigError(f"{e} (env.name='{config.env.name}')") from None
+  vlm.tokenizer(config).encode(list(b.prompts))
   if b.video_dir:
     if b.modality != 'video':
       raise ConfigError(f"behaviour.video_dir={b.video_dir!r} needs behaviour.modality='video'")
@@ -130,15 +134,16 @@ def _optimizer(lr, eps, clip):
 
 
 class Parts:
-  """The modules and optimizers of one config."""
+  """The modules and optimizers of one config, and its environment module (`env_select.module`)."""
 
   def __init__(self, config):
     self.config = config
-    self.wm = rssm.make_world_model(config)
+    self.env = env_select.module(config.env.name)
+    self.wm = rssm.make_world_model(config, self.env.ACTION_DIM)
     self.conn = connector_lib.make_connector(config)
     self.align = aligner_lib.make_aligner(config)
     b = config.behaviour
-    self.actor = behaviour.Actor(b.hidden, b.layers)
+    self.actor = behaviour.Actor(b.hidden, b.layers, self.env.ACTION_DIM)
     self.critic = behaviour.Critic(b.hidden, b.layers)
     self.wm_tx = _optimizer(config.wm.lr, config.wm.eps, config.wm.clip)
     self.conn_tx = _optimizer(config.connector.lr, config.wm.eps, config.wm.clip)
@@ -152,7 +157,8 @@ def init_world_model_state(parts: Parts, rng) -> WorldModelState:
   c = parts.config
   rng_wm, rng_conn, rng_align, rng_loop = jax.random.split(rng, 4)
   size = c.env.image_size
-  wm_params = parts.wm.init(rng_wm, jnp.zeros((1, size, size, 3)), jnp.zeros((1, 2)))['params']
+  actions = jnp.zeros((1, parts.env.ACTION_DIM))
+  wm_params = parts.wm.init(rng_wm, jnp.zeros((1, size, size, 3)), actions)['params']
   conn_params = parts.conn.init(rng_conn, jnp.zeros((1, c.vlm.embed_dim)))['params']
   align_params = parts.align.init(rng_align, jnp.zeros((1, c.vlm.embed_dim)))['params']
   return WorldModelState(
@@ -459,14 +465,14 @@ def rollout(parts: Parts, wm_params, actor_params, task, rng, kind):
   the world model's posterior; the initial states and random actions depend on `rng` only, so every kind
   starts from the same states. Returns time-major (rewards r_t = task reward after action t, posterior
   stoch z_t of the frame of state s_t, task reward of s_t)."""
-  c = parts.config
+  c, env = parts.config, parts.env
   episodes, length, size = c.eval.episodes, c.env.episode_length, c.env.image_size
-  starts = jax.vmap(envs.reset)(jax.random.split(jax.random.fold_in(rng, 0), episodes))
+  starts = jax.vmap(env.reset)(jax.random.split(jax.random.fold_in(rng, 0), episodes))
 
   def body(carry, t):
     env_state, wm_state, prev_action = carry
     rng_t = jax.random.fold_in(jax.random.fold_in(rng, 1), t)
-    frames = jax.vmap(lambda s: envs.render(s, size))(env_state)
+    frames = jax.vmap(lambda s: env.render(s, size))(env_state)
     embed = parts.wm.apply({'params': wm_params}, frames, method=rssm.WorldModel.encode)
     wm_state, _ = parts.wm.apply(
       {'params': wm_params}, wm_state, prev_action, embed, rng_t, method=rssm.WorldModel.obs_step
@@ -475,16 +481,16 @@ def rollout(parts: Parts, wm_params, actor_params, task, rng, kind):
       mean, std = parts.actor.apply({'params': actor_params}, rssm.feature(wm_state))
       action = behaviour.mode_action(mean, std)
     elif kind == 'random':
-      action = jax.random.uniform(rng_t, (episodes, 2), minval=-1, maxval=1)
+      action = jax.random.uniform(rng_t, (episodes, env.ACTION_DIM), minval=-1, maxval=1)
     else:
-      action = jax.vmap(lambda s: envs.expert_action(task, s))(env_state)
-    reward_now = jax.vmap(lambda s: envs.task_reward(task, s))(env_state)
-    env_state = jax.vmap(envs.step)(env_state, action)
-    r = jax.vmap(lambda s: envs.task_reward(task, s))(env_state)
+      action = jax.vmap(lambda s: env.expert_action(task, s))(env_state)
+    reward_now = jax.vmap(lambda s: env.task_reward(task, s))(env_state)
+    env_state = jax.vmap(env.step)(env_state, action)
+    r = jax.vmap(lambda s: env.task_reward(task, s))(env_state)
     return (env_state, wm_state, action), (r, wm_state['stoch'], reward_now)
 
   init_wm = parts.wm.apply({'params': wm_params}, episodes, method=rssm.WorldModel.initial)
-  carry = (starts, init_wm, jnp.zeros((episodes, 2)))
+  carry = (starts, init_wm, jnp.zeros((episodes, env.ACTION_DIM)))
   _, (rewards, stoch, reward_now) = jax.lax.scan(body, carry, jnp.arange(length))
   return rewards, stoch, reward_now
 
@@ -531,7 +537,7 @@ def prompt_rank(parts: Parts, vlm_params, wm_params, target, prompt_index):
   n = c.vlm.n_frames
   clips = frames[: (frames.shape[0] // n) * n].reshape((-1, n) + frames.shape[1:])
   video = vlm.normalize(jnp.mean(vlm.embed_video(c, vlm_params, clips), 0))
-  text = vlm.embed_text(c, vlm_params, jnp.asarray(vlm.Tokenizer().encode(list(envs.TASKS))))
+  text = vlm.embed_text(c, vlm_params, jnp.asarray(vlm.tokenizer(c).encode(list(parts.env.TASKS))))
   sims = text @ video
   return jnp.sum(sims > sims[prompt_index]), frames
 
@@ -544,10 +550,10 @@ _CACHE = {}
 class Functions:
   def __init__(self, config):
     self.parts = parts = Parts(config)
-    c = config
+    c, env = config, parts.env
     self.collect = jax.jit(
       functools.partial(
-        envs.collect,
+        env.collect,
         num_envs=c.data.num_envs,
         length=c.data.length,
         size=c.env.image_size,
@@ -559,7 +565,7 @@ class Functions:
     self.embed_data = jax.jit(functools.partial(chunk_embeddings, c))
     self.caption_accuracy = jax.jit(
       lambda params, rng: {
-        look: vlm.caption_accuracy(c, params, rng, getattr(envs, look)) for look in ('VLM_LOOK', 'AGENT_LOOK')
+        look: vlm.caption_accuracy(c, params, rng, getattr(env, look)) for look in ('VLM_LOOK', 'AGENT_LOOK')
       }
     )
     self.init_wm = jax.jit(functools.partial(init_world_model_state, parts))
@@ -690,14 +696,15 @@ def train_connector_finetune(fns: Functions, config, workdir, wm_state: WorldMod
 def video_prompt_frames(config, task, rng):
   """A video prompt for task `task`: the scripted expert reaching and holding the task's pose from a random
   start, the last `n_frames` frames drawn in the VLM's appearance (a demonstration by a differently coloured
-  arm, as GenRL's video prompts come from other bodies or real footage). Shape (1, n, S, S, 3)."""
+  arm or stickman, as GenRL's video prompts come from other bodies or real footage). Shape (1, n, S, S, 3)."""
   n, size = config.vlm.n_frames, config.env.image_size
+  env = env_select.module(config.env.name)
 
   def body(state, _):
-    nxt = envs.step(state, envs.expert_action(task, state))
-    return nxt, envs.render(nxt, size, envs.VLM_LOOK)
+    nxt = env.step(state, env.expert_action(task, state))
+    return nxt, env.render(nxt, size, env.VLM_LOOK)
 
-  _, frames = jax.lax.scan(body, envs.reset(rng), None, length=4 * n)
+  _, frames = jax.lax.scan(body, env.reset(rng), None, length=4 * n)
   return frames[None, -n:]
 
 
@@ -718,7 +725,7 @@ def train_behaviour(fns: Functions, config, workdir, method, prompt, wm_state, v
   final = results.read_json(os.path.join(sub, 'final.json'))
   if final is not None and 'reward_check' in final:
     return final
-  task = envs.check_prompt(prompt)
+  task = fns.parts.env.check_prompt(prompt)
   if b.modality == 'video':
     if b.video_dir:  # A user's clip.
       path = vlm.video_file(b.video_dir, prompt)
@@ -728,7 +735,7 @@ def train_behaviour(fns: Functions, config, workdir, method, prompt, wm_state, v
     vlm.check_video(frames, config)
     prompt_embed = fns.embed_video(vlm_params, frames)[0]
   else:
-    prompt_embed = fns.embed_text(vlm_params, jnp.asarray(vlm.Tokenizer().encode([prompt])))[0]
+    prompt_embed = fns.embed_text(vlm_params, jnp.asarray(vlm.tokenizer(config).encode([prompt])))[0]
   use_aligner = method != 'genrl_no_aligner'
   latents = fns.target(
     wm_state.wm_params, wm_state.conn_params, wm_state.align_params, prompt_embed, use_aligner

@@ -145,6 +145,51 @@ def test_connector_finetune_stage(tmp_path):
   assert train._run_name(c, 'genrl', 'arm pointing up') == 'genrl_arm_pointing_up_cft6'
 
 
+def tiny_stickman_config():
+  """The arm's tiny config on the stickman (`:smoke,stickman`), with shorter data and evaluation episodes:
+  MJX compiles slowly on CPU, and every stage that steps the physics (collect, VLM clips, evaluation, reward
+  check) is one more compile."""
+  c = default.get_config('smoke,stickman')
+  c.data.update(num_envs=4, length=16)
+  c.vlm.update(steps=2, batch_size=8)
+  c.wm.update(steps=2, log_every=1, checkpoint_every=1)
+  c.behaviour.update(steps=1, log_every=1, checkpoint_every=1)
+  c.env.episode_length = 16
+  c.eval.episodes = 2
+  return c
+
+
+@pytest.mark.slow
+def test_stickman_end_to_end(tmp_path):
+  """Every stage on the MJX stickman: data, VLM, world model, one prompt's behaviour, evaluation."""
+  c = tiny_stickman_config()
+  workdir = str(tmp_path)
+  wm_state, scores = train.train_and_evaluate(c, workdir)
+  data = results.read_results(os.path.join(workdir, 'results.json'))
+  claims = {claim.name: claim for claim in data['claims']}
+  assert claims['all losses finite'].passed
+  assert claims['data-free start states have the right shapes'].passed
+  score = data['extra']['scores']['genrl']['stickman arms up']
+  assert score == {k: v for k, v in scores['genrl']['stickman arms up'].items() if k != 'reward_check'}
+  assert all(np.isfinite(score[k]) for k in ('return', 'random_return', 'expert_return', 'normalised_score'))
+  assert 0 <= score['target_rank'] < 4
+  # The scripted expert raises its arms within 16 steps (0.48 s); random torques do not.
+  assert score['expert_return'] > score['random_return']
+  accuracy = data['extra']['vlm_caption_accuracy']
+  assert set(accuracy) == {'VLM_LOOK', 'AGENT_LOOK'} and all(0 <= v <= 1 for v in accuracy.values())
+  check = data['extra']['reward_check']['genrl']['stickman arms up']
+  assert check['reward'] == 'genrl' and np.isfinite(check['reward_expert'])
+  # The world model and the actor take the stickman's 8 motor commands.
+  img_in = wm_state.wm_params['img_in']['kernel']
+  assert img_in.shape[0] == c.wm.stoch * c.wm.classes + 8
+  parts = train.functions(c).parts
+  feat = jnp.zeros((1, parts.feat_dim))
+  mean, _ = parts.actor.apply(parts.actor.init(jax.random.PRNGKey(0), feat), feat)
+  assert mean.shape == (1, 8)
+  assert [r['step'] for r in _rows(os.path.join(workdir, 'wm'))] == [1, 2]
+  assert os.path.exists(os.path.join(workdir, 'behaviour', 'genrl_stickman_arms_up', 'target_frames.png'))
+
+
 @pytest.mark.parametrize(
   'key,value,match',
   [

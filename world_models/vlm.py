@@ -2,8 +2,9 @@
 
 GenRL uses a frozen InternVideo2; offline we train our own: a frame encoder (a small CNN) whose features are
 averaged over the frames of a clip, and a bag-of-words text encoder, contrastively aligned (symmetric InfoNCE
-with soft targets, since captions repeat in a batch) on clips of the arm drawn in `envs.VLM_LOOK` with
-rule-generated captions. After training it is frozen; the world model never sees a caption.
+with soft targets, since captions repeat in a batch) on clips of the environment (`config.env.name`: the arm
+or the stickman) drawn in its `VLM_LOOK` with rule-generated captions. After training it is frozen; the world
+model never sees a caption. The tokenizer's words are the environment's `VOCAB` (`tokenizer(config)`).
 
 Interface used by the rest of the project (any VLM with these four functions could replace it, e.g. the
 in-repo CLIP of `common/clip.py` once its API is settled):
@@ -22,9 +23,10 @@ import numpy as np
 import optax
 
 from common.errors import ConfigError
+from world_models import env_select
 from world_models import envs
 
-VOCAB = ('<pad>', 'arm', 'pointing', 'bent', 'folded', 'up', 'down', 'left', 'right', 'the', 'a', 'robot')
+VOCAB = envs.VOCAB  # The arm's words: the default tokenizer's.
 MAX_WORDS = 6
 
 
@@ -48,6 +50,11 @@ class Tokenizer:
         )
       out[row, : len(words)] = [self.index[w] for w in words]
     return out
+
+
+def tokenizer(config) -> Tokenizer:
+  """The tokenizer over the words of the config's environment."""
+  return Tokenizer(env_select.module(config.env.name).VOCAB)
 
 
 def normalize(x, axis=-1):
@@ -102,7 +109,8 @@ class VideoLanguageModel(nn.Module):
 
 
 def make_model(config) -> VideoLanguageModel:
-  return VideoLanguageModel(width=config.vlm.width, embed_dim=config.vlm.embed_dim)
+  vocab_size = len(env_select.module(config.env.name).VOCAB)
+  return VideoLanguageModel(width=config.vlm.width, embed_dim=config.vlm.embed_dim, vocab_size=vocab_size)
 
 
 def init(config, rng):
@@ -163,24 +171,24 @@ def contrastive_loss(video, text, same, temperature):
   return jnp.mean(loss_v + loss_t) / 2
 
 
-def sample_clips(rng, config, look=envs.VLM_LOOK):
-  """A batch of captioned clips: random start poses and velocities, random torques, caption of the last
-  frame's pose (rendered in `look`)."""
+def sample_clips(rng, config, look=None):
+  """A batch of captioned clips of the config's environment: random start poses and velocities
+  (`clip_start`), random actions, caption of the last frame's pose (rendered in `look`, default the
+  environment's VLM_LOOK)."""
+  env = env_select.module(config.env.name)
+  look = env.VLM_LOOK if look is None else look
   n, size, batch = config.vlm.n_frames, config.env.image_size, config.vlm.batch_size
 
   def clip(rng):
-    rng_q, rng_qd, rng_a = jax.random.split(rng, 3)
-    state = envs.ArmState(
-      q=jax.random.uniform(rng_q, (2,), minval=-jnp.pi, maxval=jnp.pi),
-      qd=0.2 * jax.random.normal(rng_qd, (2,)),
-    )
-    actions = jax.random.uniform(rng_a, (n, 2), minval=-1, maxval=1)
+    rng_pose, rng_vel, rng_a = jax.random.split(rng, 3)
+    state = env.clip_start(rng_pose, rng_vel)
+    actions = jax.random.uniform(rng_a, (n, env.ACTION_DIM), minval=-1, maxval=1)
 
     def body(s, a):
-      return envs.step(s, a), (envs.render(s, size, look), s.q)
+      return env.step(s, a), (env.render(s, size, look), s)
 
-    _, (frames, qs) = jax.lax.scan(body, state, actions)
-    return frames, envs.caption_index(qs[-1])
+    _, (frames, states) = jax.lax.scan(body, state, actions)
+    return frames, env.caption_index(jax.tree.map(lambda x: x[-1], states))
 
   return jax.vmap(clip)(jax.random.split(rng, batch))
 
@@ -188,7 +196,7 @@ def sample_clips(rng, config, look=envs.VLM_LOOK):
 def make_train_chunk(config):
   model = make_model(config)
   tx = optax.adam(config.vlm.lr)
-  caption_tokens = jnp.asarray(Tokenizer().encode(envs.CAPTIONS))
+  caption_tokens = jnp.asarray(tokenizer(config).encode(env_select.module(config.env.name).CAPTIONS))
 
   def loss_fn(params, frames, captions):
     video, text = model.apply({'params': params}, frames, caption_tokens[captions])
@@ -211,9 +219,10 @@ def make_train_chunk(config):
   return train
 
 
-def caption_accuracy(config, params, rng, look=envs.AGENT_LOOK):
-  """Zero-shot caption retrieval accuracy on fresh clips drawn in `look` (the agent's appearance)."""
-  frames, captions = sample_clips(rng, config, look)
+def caption_accuracy(config, params, rng, look=None):
+  """Zero-shot caption retrieval accuracy on fresh clips drawn in `look` (default the agent's appearance)."""
+  env = env_select.module(config.env.name)
+  frames, captions = sample_clips(rng, config, env.AGENT_LOOK if look is None else look)
   video = embed_video(config, params, frames)
-  text = embed_text(config, params, jnp.asarray(Tokenizer().encode(envs.CAPTIONS)))
+  text = embed_text(config, params, jnp.asarray(tokenizer(config).encode(env.CAPTIONS)))
   return jnp.mean(jnp.argmax(video @ text.T, -1) == captions)

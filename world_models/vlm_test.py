@@ -9,7 +9,9 @@ from ml_collections import ConfigDict
 from common.errors import ConfigError
 from world_models import vlm
 
-CONFIG = ConfigDict({'env': {'image_size': 16}, 'vlm': {'width': 4, 'embed_dim': 6, 'n_frames': 2}})
+CONFIG = ConfigDict(
+  {'env': {'name': 'arm', 'image_size': 16}, 'vlm': {'width': 4, 'embed_dim': 6, 'n_frames': 2}}
+)
 
 
 def test_tokenizer_rejects_unknown_words_in_one_line():

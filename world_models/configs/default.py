@@ -1,6 +1,13 @@
 """GenRL (Mazzaglia et al., NeurIPS 2024, arXiv 2406.18043) on a pure-JAX planar arm: the shared defaults.
 
     python -m world_models.main --config=world_models/configs/default.py:smoke --workdir=/tmp/wm_smoke
+    python -m world_models.main --config=world_models/configs/default.py:smoke,stickman --workdir=/tmp/wm_stick
+
+`env.name` picks the environment (`env_select.py`): 'arm' (envs.py, the default) or 'stickman' (stickman.py,
+MuJoCo MJX, 8 motors, 30 ms per step). `:stickman` sets it and the stickman's four prompts ('stickman
+standing', 'stickman lying down', 'stickman standing on one leg', 'stickman arms up'; with `smoke` only
+'stickman arms up', the prompt whose expert beats random by the widest margin); the action size, captions,
+VLM words and looks come from the environment module, every size stays the same.
 
 Stages, each a resumable sub-run of the workdir: offline data (random + scripted pose-holding actions) ->
 a tiny video-language model trained on a differently coloured arm with rule captions, then frozen ->
@@ -21,13 +28,21 @@ import ml_collections
 
 from common import config as config_lib
 
+STICKMAN_PROMPTS = (
+  'stickman standing',
+  'stickman lying down',
+  'stickman standing on one leg',
+  'stickman arms up',
+)
+
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, smoke=False, seed=0)
+  arg = config_lib.parse_arg(arg, smoke=False, stickman=False, seed=0)
   c = ml_collections.ConfigDict()
   c.experiment = 'default'
   c.seed = arg.seed
-  c.env = ml_collections.ConfigDict({'image_size': 64, 'episode_length': 64})
+  # name: 'arm' (envs.py) or 'stickman' (stickman.py, MJX); see env_select.py.
+  c.env = ml_collections.ConfigDict({'name': 'arm', 'image_size': 64, 'episode_length': 64})
   c.data = ml_collections.ConfigDict({'num_envs': 4096, 'length': 128, 'scripted_fraction': 0.6})
   c.vlm = ml_collections.ConfigDict(
     {
@@ -121,4 +136,7 @@ def get_config(arg=None):
     c.behaviour.update(data_free_batch=16, steps=10, actor_lr=1e-3, critic_lr=1e-3, slow_critic_every=5)
     c.behaviour.update(log_every=5, checkpoint_every=5)
     c.eval.episodes = 4
+  if arg.stickman:
+    c.env.name = 'stickman'
+    c.behaviour.prompts = ('stickman arms up',) if arg.smoke else STICKMAN_PROMPTS
   return c

@@ -3,6 +3,7 @@
     python -m world_models.main --config=world_models/configs/gpu.py --workdir=runs/gpu/world_models
     python -m world_models.main --config=world_models/configs/gpu.py:methods=genrl+vlm_reward --workdir=runs/gpu/wm_two
     python -m world_models.main --config=world_models/configs/gpu.py:modality=video --workdir=runs/gpu/wm_video
+    python -m world_models.main --config=world_models/configs/gpu.py:stickman --workdir=runs/gpu/wm_stickman
     # Connector-only fine-tune on the final world model (ours, not the paper's; default 0 = off), one command
     # in its own workdir (copy vlm/ and wm/ of a finished run into it first to reuse them; README):
     python -m world_models.main --config=world_models/configs/gpu.py --workdir=runs/gpu/wm_cft
@@ -27,6 +28,10 @@ Budget (an estimate, not measured: no device time yet): world model ~15k steps a
 behaviour 4 prompts x 4 methods x 3000 steps ~ 8 min; each stage checkpoints and resumes, so the same
 command is rerun across 10-minute calls until results.json appears.
 
+`:stickman` runs the same plan on the MJX stickman (`stickman.py`: 8 motors, 30 ms per step) with its four
+prompts ('stickman standing', 'stickman lying down', 'stickman standing on one leg', 'stickman arms up');
+every size and claim stays the same. Not run yet: no estimate of its physics cost on a GPU.
+
 Diagnostics (not acceptance): before each behaviour, its reward on the real expert and random trajectories of
 the evaluation (`reward_check.json`, two 'reward check' claims); `wm.connector_finetune_steps` stays 0 here.
 """
@@ -37,9 +42,13 @@ from world_models.configs import default
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(
-    arg, smoke=False, methods='genrl+genrl_data_free+genrl_no_aligner+vlm_reward', modality='text'
+    arg,
+    smoke=False,
+    stickman=False,
+    methods='genrl+genrl_data_free+genrl_no_aligner+vlm_reward',
+    modality='text',
   )
-  c = default.get_config('smoke' if arg.smoke else None)
+  c = default.get_config(','.join(k for k in ('smoke', 'stickman') if arg[k]) or None)
   c.experiment = 'gpu'
   c.behaviour.methods = tuple(m for m in arg.methods.split('+') if m)
   c.behaviour.modality = arg.modality
