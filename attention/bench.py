@@ -24,15 +24,21 @@ from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('shapes', '', 'Semicolon-separated B,H,T,D; default: the grid in DEFAULT_SHAPES.')
-flags.DEFINE_string('impls', 'sb_pallas,sb_xla,cudnn,softmax_pallas', 'Comma-separated implementations.')
+flags.DEFINE_string(
+  'impls',
+  'sb_pallas,sb_xla,cudnn,softmax_pallas',
+  'Comma-separated implementations (semicolons when a Mosaic variant sb_mosaic:FIELD=V,... is listed).',
+)
 flags.DEFINE_string('dtype', 'bfloat16', 'Input dtype.')
 flags.DEFINE_integer('kv_heads', 0, 'K/V heads for GQA (0: same as H).')
 flags.DEFINE_integer('iters', 10, 'Calls per timing round.')
+flags.DEFINE_bool('fwd_only', False, 'Time the forward only (kernel variants whose backward is not wanted).')
 flags.DEFINE_integer('repeats', 5, 'Timing rounds (median reported).')
 flags.DEFINE_float('xla_limit_gib', 24.0, 'Skip the XLA reference when its fp32 T x T logits exceed this.')
 flags.DEFINE_string('out', '', 'Write the rows as JSON here.')
 flags.DEFINE_bool('smoke', False, 'Tiny CPU run in interpret mode (tests the benchmark itself).')
 flags.DEFINE_string('block_sizes', '', 'Override BlockSizes fields, e.g. block_q=128,block_k=64.')
+flags.DEFINE_string('mosaic_block_sizes', '', 'Override MosaicBlockSizes fields, e.g. stages=3,scan_parts=1.')
 flags.DEFINE_string(
   'tune',
   '',
@@ -65,7 +71,7 @@ def _time(fn: Callable, args, iters: int, repeats: int) -> float:
   return statistics.median(rounds)
 
 
-def make_impls(interpret: bool, block_sizes) -> Dict[str, Callable]:
+def make_impls(interpret: bool, block_sizes, mosaic_block_sizes=None) -> Dict[str, Callable]:
   """name -> f(q, k, v) returning the attention output (a single array, for a uniform loss)."""
   import jax
 
@@ -74,8 +80,9 @@ def make_impls(interpret: bool, block_sizes) -> Dict[str, Callable]:
 
   def sb(impl):
     def f(q, k, v):
+      sizes = mosaic_block_sizes if impl == 'mosaic' else block_sizes
       o, rem = ops.stick_breaking_attention(q, k, v, implementation=impl, interpret=interpret,
-                                            block_sizes=block_sizes)  # fmt: skip
+                                            block_sizes=sizes)  # fmt: skip
       return o + rem[..., None].astype(o.dtype)
 
     return f
@@ -92,7 +99,8 @@ def make_impls(interpret: bool, block_sizes) -> Dict[str, Callable]:
     return pallas_attention.mha(q, k, v, segment_ids=None, sm_scale=q.shape[-1] ** -0.5, causal=True,
                                 interpret=interpret)  # fmt: skip
 
-  return {'sb_pallas': sb('triton'), 'sb_xla': sb('xla'), 'cudnn': cudnn, 'softmax_pallas': softmax_pallas}
+  return {'sb_pallas': sb('triton'), 'sb_mosaic': sb('mosaic'), 'sb_xla': sb('xla'), 'cudnn': cudnn,
+          'softmax_pallas': softmax_pallas}  # fmt: skip
 
 
 def check_against_reference(fn: Callable, q, k, v) -> Dict[str, float]:
@@ -122,7 +130,7 @@ def check_against_reference(fn: Callable, q, k, v) -> Dict[str, float]:
 
 
 def bench_shape(shape, impl_names: List[str], impls, dtype, kv_heads: int, iters: int, repeats: int,
-                xla_limit_gib: float, on_gpu: bool) -> List[dict]:  # fmt: skip
+                xla_limit_gib: float, on_gpu: bool, fwd_only: bool = False) -> List[dict]:  # fmt: skip
   import jax
   import jax.numpy as jnp
 
@@ -135,7 +143,7 @@ def bench_shape(shape, impl_names: List[str], impls, dtype, kv_heads: int, iters
   rows = []
   for name in impl_names:
     row = {'impl': name, 'B': b, 'H': h, 'KV': kh, 'T': t, 'D': d, 'dtype': str(jnp.dtype(dtype))}
-    if name in ('cudnn', 'softmax_pallas') and not on_gpu:
+    if (name in ('cudnn', 'softmax_pallas') or name.startswith('sb_mosaic')) and not on_gpu:
       rows.append({**row, 'skipped': 'needs a GPU'})
       continue
     if name == 'sb_xla' and b * h * t * t * 4 * 3 / 2**30 > xla_limit_gib:
@@ -145,11 +153,15 @@ def bench_shape(shape, impl_names: List[str], impls, dtype, kv_heads: int, iters
     fwd = jax.jit(fn)
     grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v).astype(jnp.float32)), argnums=(0, 1, 2)))
     try:
-      if name == 'sb_pallas':
+      if (name == 'sb_pallas' or name.startswith('sb_mosaic')) and not fwd_only:
         n = min(t, 512)
         row['check_rel_err'] = check_against_reference(fn, q[:1, :n, :2], k[:1, :n, : max(1, 2 * kh // h)],
                                                         v[:1, :n, : max(1, 2 * kh // h)])  # fmt: skip
       tf = _time(fwd, (q, k, v), iters, repeats)
+      if fwd_only:
+        row.update(fwd_ms=tf * 1e3, fwd_tflops=causal_flops(b, h, t, d, False) / tf / 1e12)
+        rows.append(row)
+        continue
       tb = _time(grad, (q, k, v), iters, repeats)
       mem = grad.lower(q, k, v).compile().memory_analysis()
     except Exception as e:  # noqa: BLE001 -- report OOM / lowering failures as rows, keep benchmarking
@@ -168,7 +180,8 @@ def bench_shape(shape, impl_names: List[str], impls, dtype, kv_heads: int, iters
   for r in rows:
     if base is not None and 'fwd_ms' in r:
       r['fwd_vs_cudnn'] = base['fwd_ms'] / r['fwd_ms']
-      r['fwd_bwd_vs_cudnn'] = base['fwd_bwd_ms'] / r['fwd_bwd_ms']
+      if 'fwd_bwd_ms' in r:
+        r['fwd_bwd_vs_cudnn'] = base['fwd_bwd_ms'] / r['fwd_bwd_ms']
   return rows
 
 
@@ -181,6 +194,14 @@ def parse_block_sizes(spec: str, head_dim: int):
   fields = dict(kv.split('=') for kv in spec.split(',') if kv)
   typed = {k: (v if k == 'scan' else int(v)) for k, v in fields.items()}
   return dataclasses.replace(kernel_gpu.BlockSizes.for_head_dim(head_dim), **typed)
+
+
+def parse_mosaic_block_sizes(spec: str):
+  """'scan_parts=1,stages=2' -> MosaicBlockSizes with those fields."""
+  from attention import kernel_mgpu
+
+  fields = dict(kv.split('=') for kv in spec.split(',') if kv)
+  return kernel_mgpu.MosaicBlockSizes(**{k: int(v) for k, v in fields.items()})
 
 
 def tune(shape, specs: List[str], dtype, kv_heads: int, iters: int, repeats: int) -> List[dict]:
@@ -237,10 +258,16 @@ def format_table(rows: List[dict]) -> str:
         f'| {r["impl"]} | {r["B"]} | {r["H"]} | {r["T"]} | {r["D"]} | skipped: {r["skipped"]} |||||| '
       )
       continue
-    ratio = f'{r["fwd_vs_cudnn"]:.2f} / {r["fwd_bwd_vs_cudnn"]:.2f}' if 'fwd_vs_cudnn' in r else '-'
+    ratio = (
+      f'{r["fwd_vs_cudnn"]:.2f} / {r.get("fwd_bwd_vs_cudnn", float("nan")):.2f}'
+      if 'fwd_vs_cudnn' in r
+      else '-'
+    )
+    fb = f'{r["fwd_bwd_ms"]:.3f} | {r["fwd_bwd_tflops"]:.1f}' if 'fwd_bwd_ms' in r else '- | -'
+    mem = f'{r["temp_bytes"] / 2**20:.0f}' if 'temp_bytes' in r else '-'
     lines.append(
       f'| {r["impl"]} | {r["B"]} | {r["H"]} | {r["T"]} | {r["D"]} | {r["fwd_ms"]:.3f} | {r["fwd_tflops"]:.1f} | '
-      f'{r["fwd_bwd_ms"]:.3f} | {r["fwd_bwd_tflops"]:.1f} | {ratio} | {r["temp_bytes"] / 2**20:.0f} |'
+      f'{fb} | {ratio} | {mem} |'
     )
   return '\n'.join(lines)
 
@@ -265,8 +292,12 @@ def main(argv):
         json.dump({'tune': rows, 'run': results.run_info()}, f, indent=1)
     return
   bs = parse_block_sizes(FLAGS.block_sizes, shapes[0][3]) if FLAGS.block_sizes else None
-  impls = make_impls(interpret=not on_gpu, block_sizes=bs)
-  names = [n for n in FLAGS.impls.split(',') if n]
+  mbs = parse_mosaic_block_sizes(FLAGS.mosaic_block_sizes) if FLAGS.mosaic_block_sizes else None
+  impls = make_impls(interpret=not on_gpu, block_sizes=bs, mosaic_block_sizes=mbs)
+  names = [n for n in FLAGS.impls.split(';' if ';' in FLAGS.impls else ',') if n]
+  for n in names:
+    if n.startswith('sb_mosaic:'):  # a variant: sb_mosaic:scan_parts=1,stages=2
+      impls[n] = make_impls(not on_gpu, bs, parse_mosaic_block_sizes(n.split(':', 1)[1]))['sb_mosaic']
   for n in names:
     if n not in impls:
       raise app.UsageError(f'unknown implementation {n!r}; choose from {", ".join(impls)}')
@@ -274,7 +305,7 @@ def main(argv):
   rows = []
   for shape in shapes:
     rows += bench_shape(
-      shape, names, impls, dtype, FLAGS.kv_heads, iters, repeats, FLAGS.xla_limit_gib, on_gpu
+      shape, names, impls, dtype, FLAGS.kv_heads, iters, repeats, FLAGS.xla_limit_gib, on_gpu, FLAGS.fwd_only
     )
     print(format_table([r for r in rows if (r['B'], r['H'], r['T'], r['D']) == shape]), flush=True)
     if FLAGS.out:  # after every shape, so a run cut short keeps what it measured

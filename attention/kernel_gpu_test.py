@@ -39,12 +39,17 @@ def _rel(a, b):
 
 
 def _compare(b, t, n, kh, d, dtype, *, seg=None, bs=SMALL, interpret=True, seed=0):
-  q, k, v, cto, ctr = _inputs(b, t, n, kh, d, dtype, seed)
-
   def kernel(q, k, v):
     return kernel_gpu.stick_breaking_attention_gpu(
       q, k, v, segment_ids=seg, block_sizes=bs, interpret=interpret
     )
+
+  return _compare_fn(kernel, b, t, n, kh, d, dtype, seg=seg, seed=seed)
+
+
+def _compare_fn(kernel, b, t, n, kh, d, dtype, *, seg=None, seed=0):
+  """``kernel(q, k, v) -> (o, rem)`` against the fp32 reference: outputs and all gradients."""
+  q, k, v, cto, ctr = _inputs(b, t, n, kh, d, dtype, seed)
 
   def ref(q, k, v):
     # the reference sees the same rounded inputs, computes in fp32

@@ -3,6 +3,9 @@
 Implementations:
   ``'xla'``     the log-space ``jnp`` reference (any backend; O(T*S) memory per head);
   ``'triton'``  the Pallas GPU kernel (Pallas:Triton lowering; forward and deterministic backward);
+  ``'mosaic'``  the Pallas Mosaic GPU forward (Hopper: wgmma, TMA, warp specialisation) with the Triton
+                backward; inputs it does not take (segment ids, head dims not a multiple of 64, float32)
+                go to ``'triton'``;
   ``'tpu'``     the Pallas TPU kernel (Mosaic TPU; forward and backward);
   ``None``      ``'triton'`` on GPU, ``'tpu'`` on TPU, ``'xla'`` elsewhere; and ``'xla'`` whenever
                 ``q_offset``/``kv_length`` are given (decoding against a cache), which kernels do not take.
@@ -21,7 +24,7 @@ from attention.reference import AttentionInputError
 
 Array = jax.Array
 
-IMPLEMENTATIONS = ('xla', 'triton', 'tpu')
+IMPLEMENTATIONS = ('xla', 'triton', 'mosaic', 'tpu')
 
 
 def default_implementation() -> str:
@@ -54,9 +57,9 @@ def stick_breaking_attention(
     v: Values ``[B, S, K, D]``.
     segment_ids: Optional int ``[B, T]``: packed documents; the stick restarts at each one.
     scale: Logit scale, default ``1/sqrt(D)``.
-    implementation: ``None``, ``'xla'``, ``'triton'`` or ``'tpu'`` (module docstring).
-    block_sizes: The kernel's block-size dataclass (``kernel_gpu.BlockSizes`` / ``kernel_tpu.BlockSizes``);
-      default: per head dim.
+    implementation: ``None``, ``'xla'``, ``'triton'``, ``'mosaic'`` or ``'tpu'`` (module docstring).
+    block_sizes: The kernel's block-size dataclass (``kernel_gpu.BlockSizes``,
+      ``kernel_mgpu.MosaicBlockSizes``, ``kernel_tpu.BlockSizes``); default: per head dim.
     interpret: Run the Pallas kernel in interpret mode (CPU tests).
     q_offset: Position of query 0 when decoding against a cache (scalar or ``[B]``).
     kv_length: Number of valid cache entries (scalar or ``[B]``).
@@ -89,6 +92,14 @@ def stick_breaking_attention(
 
     return kernel_gpu.stick_breaking_attention_gpu(
       q, k, v, segment_ids=segment_ids, scale=scale, block_sizes=block_sizes, interpret=interpret
+    )
+  if impl == 'mosaic':
+    if interpret:
+      raise AttentionInputError("implementation='mosaic' has no interpret mode (use 'triton' on CPU).")
+    from attention import kernel_mgpu
+
+    return kernel_mgpu.stick_breaking_attention_mosaic(
+      q, k, v, segment_ids=segment_ids, scale=scale, block_sizes=block_sizes
     )
   from attention import kernel_tpu
 

@@ -1,0 +1,144 @@
+"""The Mosaic GPU forward: lowered for CUDA on CPU (structure), compared with the reference under `gpu`."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attention import kernel_mgpu, ops
+from attention.kernel_gpu_test import _compare_fn, _rel
+from attention.reference import AttentionInputError
+
+
+def _lower(t, n, kh, d, save_snap, dtype=jnp.bfloat16, bs=None):
+  q = jax.ShapeDtypeStruct((1, t, n, d), dtype)
+  kv = jax.ShapeDtypeStruct((1, t, kh, d), dtype)
+
+  def f(q, k, v):
+    return kernel_mgpu.forward(q, k, v, scale=d**-0.5, save_snap=save_snap, block_sizes=bs)
+
+  return jax.jit(f).trace(q, kv, kv).lower(lowering_platforms=('cuda',))
+
+
+@pytest.mark.parametrize(
+  'd,save_snap,bs',
+  [
+    (64, False, None),
+    (128, True, None),
+    (64, False, kernel_mgpu.MosaicBlockSizes(block_k=128, compute_wgs=3, stages=3, pingpong=0)),
+    (128, False, kernel_mgpu.MosaicBlockSizes(pingpong=1, scan_parts=2, exp2_fma=1)),
+  ],
+)
+def test_forward_lowers_for_cuda_as_one_mosaic_kernel(d, save_snap, bs):
+  t = 384
+  lowered = _lower(t, 4, 2, d, save_snap, bs=bs)
+  text = lowered.as_text()
+  assert text.count('custom_call @mosaic_gpu') == 1
+  outs = jax.tree.leaves(lowered.out_info)
+  assert [o.shape for o in outs] == [(1, t, 4, d), (1, 4, t)] + ([(1, 4, t // 64, t)] if save_snap else [])
+
+
+def test_forward_rejects_what_it_cannot_take():
+  with pytest.raises(ValueError, match='multiple of 128'):
+    _lower(192, 2, 2, 64, False)
+  with pytest.raises(ValueError, match='multiple of 192'):
+    _lower(256, 2, 2, 64, False, bs=kernel_mgpu.MosaicBlockSizes(compute_wgs=3))
+  with pytest.raises(ValueError, match='head dim 96'):
+    _lower(256, 2, 2, 96, False)
+  with pytest.raises(ValueError, match='dtype float32'):
+    _lower(256, 2, 2, 64, False, jnp.float32)
+
+
+def test_supported_and_block_sizes():
+  q = jnp.zeros((1, 8, 2, 64), jnp.bfloat16)
+  assert kernel_mgpu.supported(q, q) is None
+  assert 'segment ids' in kernel_mgpu.supported(q, q, jnp.zeros((1, 8), jnp.int32))
+  assert 'head dim 32' in kernel_mgpu.supported(q[..., :32], q[..., :32])
+  with pytest.raises(ValueError, match='block_q'):
+    kernel_mgpu.MosaicBlockSizes(block_q=128)
+  with pytest.raises(ValueError, match='stages'):
+    kernel_mgpu.MosaicBlockSizes(stages=5)
+  with pytest.raises(ValueError, match='pingpong'):
+    kernel_mgpu.MosaicBlockSizes(pingpong=1, compute_wgs=3)
+  assert kernel_mgpu.MosaicBlockSizes().parts(jnp.bfloat16) == 1
+  assert kernel_mgpu.MosaicBlockSizes().parts(jnp.float16) == 2
+  assert kernel_mgpu.MosaicBlockSizes(compute_wgs=3).rows == 192
+  with pytest.raises(ValueError, match='scan_parts'):
+    kernel_mgpu.MosaicBlockSizes(scan_parts=3)
+  bwd = kernel_mgpu.backward_block_sizes(128, kernel_mgpu.MosaicBlockSizes())
+  assert bwd.block_k == 64  # the Triton backward reads snapshots at the forward's key-block granularity
+
+
+def test_exp2_fma_is_within_its_error_bound():
+  x = jnp.concatenate([jnp.linspace(-125.0, 0.25, 400_001), -jnp.logspace(-8, 0, 1001)]).astype(jnp.float32)
+  got = np.asarray(kernel_mgpu.exp2_fma(x), np.float64)
+  want = np.exp2(np.asarray(x, np.float64))
+  assert np.max(np.abs(got / want - 1)) < 8e-5
+  tiny = np.asarray(kernel_mgpu.exp2_fma(jnp.asarray([-126.0, -127.0, -200.0, -1e30], jnp.float32)))
+  assert np.all((tiny >= 0) & (tiny < 2e-38)), tiny
+
+
+def test_ops_mosaic_has_no_interpret_mode():
+  q = jnp.zeros((1, 8, 2, 64), jnp.bfloat16)
+  with pytest.raises(AttentionInputError, match='no interpret mode'):
+    ops.stick_breaking_attention(q, q, q, implementation='mosaic', interpret=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+  'b,t,n,kh,d,dtype',
+  [
+    (2, 1000, 4, 2, 64, 'bfloat16'),
+    (1, 777, 4, 4, 128, 'bfloat16'),
+    (1, 300, 2, 1, 64, 'float16'),
+    (1, 2048, 2, 2, 128, 'bfloat16'),
+  ],
+)
+def test_gpu_matches_reference(b, t, n, kh, d, dtype):
+  _compare_fn(kernel_mgpu.stick_breaking_attention_mosaic, b, t, n, kh, d, jnp.dtype(dtype))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+  'fields',
+  [
+    'compute_wgs=3',
+    'block_k=128',
+    'block_k=128,compute_wgs=3,stages=3',
+    'scan_parts=2,pingpong=1',
+    'exp2_fma=1',
+  ],
+)
+def test_gpu_block_size_variants_match_reference(fields):
+  bs = kernel_mgpu.MosaicBlockSizes(**{k: int(v) for k, v in (f.split('=') for f in fields.split(','))})
+
+  def fwd_only(q, k, v):  # block_k=128 snapshots have no Triton backward: check the forward
+    o, rem, _ = kernel_mgpu.forward(q, k, v, scale=q.shape[-1] ** -0.5, block_sizes=bs)
+    return o, jnp.transpose(rem, (0, 2, 1))
+
+  r = np.random.default_rng(2)
+  q, k, v = (jnp.asarray(r.normal(size=(2, 768, 4, 64)) * 2, jnp.bfloat16) for _ in range(3))
+  o, rem = jax.jit(fwd_only)(q, k, v)
+  from attention.reference import stick_breaking_attention_reference
+
+  o_ref, rem_ref = stick_breaking_attention_reference(*(x.astype(jnp.float32) for x in (q, k, v)))
+  assert _rel(o, o_ref) < 2.5e-2 and _rel(rem, rem_ref) < 2.5e-2, (_rel(o, o_ref), _rel(rem, rem_ref))
+
+
+@pytest.mark.gpu
+def test_gpu_snapshots_match_the_triton_forward():
+  from attention import kernel_gpu
+
+  r = np.random.default_rng(1)
+  q, k, v = (jnp.asarray(r.normal(size=(1, 512, 2, 64)) * 2, jnp.bfloat16) for _ in range(3))
+  _, rem_m, snap_m = kernel_mgpu.forward(q, k, v, scale=0.125, save_snap=True)
+  bs = kernel_mgpu.backward_block_sizes(64, kernel_mgpu.MosaicBlockSizes())
+  _, rem_t, snap_t = kernel_gpu._forward(
+    q, k, v, None, scale=0.125, bs=bs, seq_len=512, interpret=False, save_snap=True
+  )
+  np.testing.assert_allclose(np.asarray(rem_m), np.asarray(rem_t), rtol=2e-3, atol=1e-6)
+  # snapshot [kb, row] is written only where key block kb is visible to the row
+  kb = np.arange(512 // 64)[:, None]
+  rows = np.arange(512)[None, :]
+  seen = np.broadcast_to(kb * 64 < rows, snap_m.shape)
+  np.testing.assert_allclose(np.asarray(snap_m)[seen], np.asarray(snap_t)[seen], rtol=2e-3, atol=1e-3)
