@@ -1,4 +1,4 @@
-"""Stick-breaking attention forward as a Pallas Mosaic GPU kernel (Hopper: wgmma, TMA, warp specialisation).
+"""Stick-breaking attention as Pallas Mosaic GPU kernels (Hopper: wgmma, TMA, warp specialisation).
 
 The maths is that of :mod:`attention.kernel_gpu` (base 2, fp32 carries). Per ``[BQ, BK]`` tile, with
 ``spm`` the softplus on visible pairs and 0 on masked ones (masked pairs use no stick):
@@ -26,6 +26,12 @@ float16/bfloat16, head dim 64 or 128, no segment ids, ``T`` a multiple of ``comp
 ``block_k`` (callers pad). Mosaic GPU needs an sm_90 GPU: there is no CPU interpret mode, so CPU tests
 lower the kernel for CUDA (``jax.jit(...).trace(...).lower(lowering_platforms=('cuda',))``) and check its
 structure, and the ``gpu``-marked tests compare it with the reference on the device.
+
+Backward (:func:`stick_breaking_attention_mosaic`'s VJP): the deterministic scheme of
+:mod:`attention.kernel_gpu` (no atomics): a dq kernel over query blocks that also writes the P snapshots,
+then a dk/dv kernel over key blocks that rebuilds each tile from both snapshots. dk/dv runs on Mosaic GPU
+(:func:`_dkv_call`, ``dkv_mosaic=1``, the default); dq on Triton by default; a Mosaic dq
+(:func:`_dq_call`, ``dq_mosaic=1``) is written and lowers for CUDA but has not run on a GPU yet.
 """
 
 from __future__ import annotations
@@ -67,6 +73,11 @@ class MosaicBlockSizes:
   # before the PV product) instead of the special-function unit, which the softplus already loads with two
   # operations per score (attention/PERF.md, v3)
   exp2_fma: int = 0
+  # 1: dk/dv by the Mosaic GPU kernel (`_dkv_call`; PERF.md v4); 0: by the Triton kernel
+  dkv_mosaic: int = 1
+  # 1: dq and the P snapshots by the Mosaic GPU kernel (`_dq_call`); 0: by the Triton kernel. Written and
+  # lowered for CUDA (CPU tests), NOT yet run on a GPU (no device time was left): off until its gpu tests pass
+  dq_mosaic: int = 0
 
   def __post_init__(self):
     if self.block_q != 64:
@@ -79,6 +90,9 @@ class MosaicBlockSizes:
       raise ValueError(f'MosaicBlockSizes.scan_parts={self.scan_parts} must be 0 (auto), 1 or 2.')
     if self.compute_wgs not in (2, 3):
       raise ValueError(f'MosaicBlockSizes.compute_wgs={self.compute_wgs} must be 2 or 3.')
+    for name in ('dkv_mosaic', 'dq_mosaic'):  # both apply with block_k=64 only (else: the Triton kernels)
+      if getattr(self, name) not in (0, 1):
+        raise ValueError(f'MosaicBlockSizes.{name}={getattr(self, name)} must be 0 or 1.')
     if self.exp2_fma not in (0, 1):
       raise ValueError(f'MosaicBlockSizes.exp2_fma={self.exp2_fma} must be 0 or 1.')
     if self.pingpong not in (0, 1) or (self.pingpong and self.compute_wgs != 2):
@@ -145,6 +159,25 @@ def exp2_fma(x: Array) -> Array:
 
 def _row(x: Array, shape) -> Array:
   return lax.broadcast_in_dim(x, shape, [0])
+
+
+def _row_vector(ref) -> Array:
+  """A ``[64]`` float32 shared-memory row (one value per query row) in the wgmma row layout."""
+  return plgpu.load(ref, (), layout=plgpu.Layout.WGMMA.reduce(1))
+
+
+def _prefix_product(init: Array, x: Array, tri, part_dtype, nparts: int) -> Array:
+  """``init + prefix(x)`` along keys: ``x`` split into ``nparts`` parts of ``part_dtype`` times the 0/1
+  triangle ``tri`` (shared memory, same dtype), accumulated by wgmma onto ``init``."""
+  hi = x.astype(part_dtype)
+  lo = (x - hi.astype(jnp.float32)).astype(part_dtype) if nparts == 2 else None
+
+  def scan(acc_ref):
+    plgpu.wgmma(acc_ref, hi, tri)
+    if lo is not None:
+      plgpu.wgmma(acc_ref, lo, tri)
+
+  return pl.run_state(scan)(plgpu.ACC.init(init))
 
 
 def _forward_call(q, k, v, *, scale: float, bs: MosaicBlockSizes, save_snap: bool):
@@ -357,6 +390,365 @@ def forward(q, k, v, *, scale: float, block_sizes: Optional[MosaicBlockSizes] = 
 
 
 # ----------------------------------------------------------------------------------------------------------
+# backward: dk, dv on Mosaic GPU (dq and the P snapshots still come from the Triton dq kernel)
+
+
+def _dq_call(q, k, v, do, dr, csnap, *, scale: float, bs: MosaicBlockSizes):
+  """dq ``[B, T, N, D]`` and the P snapshots ``[B, N, T // 64, T]`` (P = sum of ``a`` over the key blocks
+  before each block) for :func:`_dkv_call`; the layout of the forward (``compute_wgs`` warpgroups of 64
+  query rows and a TMA warpgroup), with key blocks streamed from 0 upwards: farthest first, as P runs."""
+  b, t, n, d = q.shape
+  kh = k.shape[2]
+  g = n // kh
+  bq = bk = 64
+  wgs, stages = bs.compute_wgs, bs.stages
+  dtype = q.dtype
+  scale2 = float(scale) * LOG2E
+  num_q_tiles = t // bs.rows
+  num_kb = t // bk
+  parts = bs.parts(dtype)
+  upper = jnp.arange(bk)[:, None] <= jnp.arange(bk)[None, :]
+  tri16, trib = upper.astype(jnp.float16), upper.astype(jnp.bfloat16)
+
+  def kernel(q_ref, k_ref, v_ref, do_ref, dr_ref, cs_ref, tri_ref, trib_ref, dq_ref, ps_ref, scratch):
+    smem, barriers = scratch
+    q_smem2, do_smem2, dr_smem2, k_smem, v_smem, cs_smem, tri_smem2, trib_smem2, snap_smem2 = smem
+    load_bar, free_bar, own_bar = barriers
+    bi = lax.axis_index('batch')
+    h = lax.axis_index('heads')
+    qi = num_q_tiles - 1 - lax.axis_index('q_seq')  # longest rows first
+    wg = lax.axis_index('wg')
+    ntot = lax.div((qi + 1) * bs.rows + bk - 1, bk)
+
+    @pl.when(wg < wgs)
+    def _compute():
+      plgpu.set_max_registers(232 if wgs == 2 else 152, action='increase')
+      q_smem, do_smem, dr_smem = q_smem2.at[wg], do_smem2.at[wg], dr_smem2.at[wg]
+      tri_smem, trib_smem, snap_smem_w = tri_smem2.at[wg], trib_smem2.at[wg], snap_smem2.at[wg]
+      r0 = qi * bs.rows + wg * bq
+      rows = (bi, pl.ds(r0, bq), h)
+      bar = own_bar.at[wg]
+      plgpu.copy_gmem_to_smem(q_ref.at[rows], q_smem, bar)
+      plgpu.copy_gmem_to_smem(do_ref.at[rows], do_smem, bar)
+      plgpu.copy_gmem_to_smem(dr_ref.at[bi, h, pl.ds(r0, bq)], dr_smem, bar)
+      plgpu.copy_gmem_to_smem(tri_ref, tri_smem, bar)
+      plgpu.copy_gmem_to_smem(trib_ref, trib_smem, bar)
+      plgpu.barrier_wait(bar)
+      dr_rows = _row(_row_vector(dr_smem), (bq, bk))
+      need = lax.div(r0 + bq + bk - 1, bk)
+      first_band = lax.div(r0, bk)
+
+      def pass_through(i, _):
+        slot = lax.rem(i, stages)
+        plgpu.barrier_wait(load_bar.at[slot])
+        plgpu.barrier_arrive(free_bar.at[slot])
+
+      def step(kb, state, masked):
+        dq, p_run = state
+        slot = lax.rem(kb, stages)
+        plgpu.barrier_wait(load_bar.at[slot])
+
+        def qk(acc_ref):
+          plgpu.wgmma(acc_ref, q_smem, k_smem.at[slot].transpose((1, 0)))
+          return acc_ref[...]
+
+        s = pl.run_scoped(qk, plgpu.ACC((bq, bk), jnp.float32)) * scale2
+        sp = _softplus2(s)
+        if masked:
+          qpos = plgpu.broadcasted_iota(jnp.int32, (bq, bk), 0, layout=plgpu.Layout.WGMMA) + r0
+          kpos = plgpu.broadcasted_iota(jnp.int32, (bq, bk), 1, layout=plgpu.Layout.WGMMA) + kb * bk
+          visible = kpos < qpos
+          spm = jnp.where(visible, sp, 0.0)
+        else:
+          spm = sp
+        carry = _row_vector(cs_smem.at[slot, wg])
+        rest = s - sp + _row(carry - spm.sum(axis=1), (bq, bk))
+        w = jnp.exp2(_prefix_product(rest, spm, tri_smem, jnp.float16, parts))
+
+        def dov(acc_ref):
+          plgpu.wgmma(acc_ref, do_smem, v_smem.at[slot].transpose((1, 0)))
+          return acc_ref[...]
+
+        gv = pl.run_scoped(dov, plgpu.ACC((bq, bk), jnp.float32))
+        beta = jnp.exp2(s - sp)
+        if masked:
+          w = jnp.where(visible, w, 0.0)
+          beta = jnp.where(visible, beta, 0.0)
+        a = w * (gv - dr_rows)
+        dz = a - beta * _prefix_product(_row(p_run, (bq, bk)), a, trib_smem, jnp.bfloat16, 2)
+        if masked:
+          dz = jnp.where(visible, dz, 0.0)
+        snap = snap_smem_w.at[lax.rem(kb, 2)]
+        plgpu.wait_smem_to_gmem(1, wait_read_only=True)  # the store from this buffer 2 steps ago is done
+        snap[...] = p_run
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(snap, ps_ref.at[bi, h, kb, pl.ds(r0, bq)])
+
+        def dq_step(acc_ref):
+          plgpu.wgmma(acc_ref, dz.astype(dtype), k_smem.at[slot])
+
+        dq = pl.run_state(dq_step)(plgpu.ACC.init(dq))
+        plgpu.barrier_arrive(free_bar.at[slot])
+        return dq, p_run + a.sum(axis=1)
+
+      dq = plgpu.layout_cast(jnp.zeros((bq, d), jnp.float32), plgpu.Layout.WGMMA)
+      p_run = plgpu.layout_cast(jnp.zeros((bq,), jnp.float32), plgpu.Layout.WGMMA.reduce(1))
+      state = lax.fori_loop(0, first_band, functools.partial(step, masked=False), (dq, p_run))
+      dq, _ = lax.fori_loop(first_band, need, functools.partial(step, masked=True), state)
+      lax.fori_loop(need, ntot, pass_through, None)
+      plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+      q_smem[...] = (dq * scale).astype(dtype)
+      plgpu.commit_smem()
+      plgpu.copy_smem_to_gmem(q_smem, dq_ref.at[rows])
+      plgpu.wait_smem_to_gmem(0)
+
+    @pl.when(wg == wgs)
+    def _memory():
+      plgpu.set_max_registers(40, action='decrease')
+      kvh = lax.div(h, g)
+
+      def fetch(kb, slot):
+        keys = (bi, pl.ds(kb * bk, bk), kvh)
+        bar = load_bar.at[slot]
+        plgpu.copy_gmem_to_smem(k_ref.at[keys], k_smem.at[slot], bar)
+        plgpu.copy_gmem_to_smem(v_ref.at[keys], v_smem.at[slot], bar)
+        for w in range(wgs):
+          qrows = pl.ds(qi * bs.rows + w * bq, bq)
+          plgpu.copy_gmem_to_smem(cs_ref.at[bi, h, kb, qrows], cs_smem.at[slot, w], bar)
+
+      for i in range(stages):
+        pl.when(i < ntot)(functools.partial(fetch, i, i))
+
+      @pl.loop(stages, ntot)
+      def _stream(kb):
+        slot = lax.rem(kb, stages)
+        plgpu.barrier_wait(free_bar.at[slot])
+        fetch(kb, slot)
+
+  def entry(q_ref, k_ref, v_ref, do_ref, dr_ref, cs_ref, tri_ref, trib_ref, dq_ref, ps_ref):
+    op_t = _swizzle(d, dtype)
+    tri_t = _swizzle(bk, jnp.float16)
+    smem = (
+      plgpu.SMEM((wgs, bq, d), dtype, transforms=op_t),
+      plgpu.SMEM((wgs, bq, d), dtype, transforms=op_t),
+      plgpu.SMEM((wgs, bq), jnp.float32),
+      plgpu.SMEM((stages, bk, d), dtype, transforms=op_t),
+      plgpu.SMEM((stages, bk, d), dtype, transforms=op_t),
+      plgpu.SMEM((stages, wgs, bq), jnp.float32),
+      plgpu.SMEM((wgs, bk, bk), jnp.float16, transforms=tri_t),
+      plgpu.SMEM((wgs, bk, bk), jnp.bfloat16, transforms=tri_t),
+      plgpu.SMEM((wgs, 2, bq), jnp.float32),
+    )
+    barriers = (
+      plgpu.Barrier(num_arrivals=2 + wgs, num_barriers=stages),
+      plgpu.Barrier(num_arrivals=wgs, num_barriers=stages),
+      plgpu.Barrier(num_arrivals=5, num_barriers=wgs),
+    )
+    refs = (q_ref, k_ref, v_ref, do_ref, dr_ref, cs_ref, tri_ref, trib_ref, dq_ref, ps_ref)
+    pl.run_scoped(lambda *scratch: kernel(*refs, scratch), smem, barriers, collective_axes='wg')
+
+  dq, psnap = plgpu.kernel(
+    entry,
+    out_type=[jax.ShapeDtypeStruct(q.shape, dtype), jax.ShapeDtypeStruct((b, n, num_kb, t), jnp.float32)],
+    grid=(n, num_q_tiles, b),
+    grid_names=('heads', 'q_seq', 'batch'),
+    num_threads=wgs + 1,
+    thread_name='wg',
+    compiler_params=plgpu.CompilerParams(approx_math=True),
+  )(q, k, v, do, dr, csnap, tri16, trib)
+  return dq, psnap
+
+
+def _dkv_call(q, k, v, do, dr, csnap, psnap, *, scale: float, bs: MosaicBlockSizes):
+  """dk, dv ``[B, T, K, D]`` from the snapshots of the forward (carry) and of the dq kernel (P).
+
+  One CTA owns ``compute_wgs`` key blocks of 64 keys of one query head (a warpgroup each) and streams the
+  query blocks at or after its diagonal; per tile (queries x keys, as in the forward) it rebuilds
+  ``log2 A`` from the carry snapshot and the in-tile prefix product, forms ``a = A (dO.v - drem)``,
+  ``dz = a - beta (P + prefix(a))`` (the prefix of ``a`` in two bfloat16 parts: ``a`` has no float16-safe
+  range), stages ``A`` and ``dz`` in shared memory and accumulates ``dv += A^T dO`` and ``dk += dz^T q`` with
+  transposed wgmma operands. Grouped-query heads are summed after the kernel (in float32, from the
+  per-query-head results rounded to the input dtype)."""
+  b, t, n, d = q.shape
+  kh = k.shape[2]
+  g = n // kh
+  bq = bk = 64
+  wgs, stages = bs.compute_wgs, bs.stages
+  dtype = q.dtype
+  scale2 = float(scale) * LOG2E
+  num_kt = t // (wgs * bk)
+  num_qb = t // bq
+  parts = bs.parts(dtype)
+  upper = jnp.arange(bk)[:, None] <= jnp.arange(bk)[None, :]
+  tri16, trib = upper.astype(jnp.float16), upper.astype(jnp.bfloat16)
+  loads_per_step = 3 + 2 * wgs  # q, dO, drem, and per warpgroup its carry and P snapshot rows
+
+  def kernel(q_ref, k_ref, v_ref, do_ref, dr_ref, cs_ref, ps_ref, tri_ref, trib_ref, dk_ref, dv_ref, scratch):
+    smem, barriers = scratch
+    k_smem2, v_smem2, q_smem, do_smem, dr_smem, cs_smem, ps_smem, tri_smem2, trib_smem2, a_st2, z_st2 = smem
+    load_bar, free_bar, kv_bar, tri_bar = barriers
+    bi = lax.axis_index('batch')
+    h = lax.axis_index('heads')
+    kt = lax.axis_index('k_seq')  # key tiles near the start see the most queries: launched first
+    wg = lax.axis_index('wg')
+    kc = kt * (wgs * bk)
+    qb0 = lax.div(kc, bq)
+    nsteps = num_qb - qb0
+
+    @pl.when(wg < wgs)
+    def _compute():
+      plgpu.set_max_registers(232 if wgs == 2 else 152, action='increase')
+      k_smem, v_smem, tri_smem, trib_smem = (
+        k_smem2.at[wg],
+        v_smem2.at[wg],
+        tri_smem2.at[wg],
+        trib_smem2.at[wg],
+      )
+      a_st, z_st = a_st2.at[wg], z_st2.at[wg]
+      k0 = kc + wg * bk
+      rows = (bi, pl.ds(k0, bk), lax.div(h, g))
+      plgpu.copy_gmem_to_smem(k_ref.at[rows], k_smem, kv_bar.at[wg])
+      plgpu.copy_gmem_to_smem(v_ref.at[rows], v_smem, kv_bar.at[wg])
+      plgpu.copy_gmem_to_smem(tri_ref, tri_smem, tri_bar.at[wg])
+      plgpu.copy_gmem_to_smem(trib_ref, trib_smem, tri_bar.at[wg])
+      plgpu.barrier_wait(kv_bar.at[wg])
+      plgpu.barrier_wait(tri_bar.at[wg])
+      skip = lax.div(k0, bq) - qb0  # query blocks before this warpgroup's diagonal
+
+      def pass_through(i, _):
+        slot = lax.rem(i, stages)
+        plgpu.barrier_wait(load_bar.at[slot])
+        plgpu.barrier_arrive(free_bar.at[slot])
+
+      def step(i, state, masked):
+        dk, dv = state
+        slot = lax.rem(i, stages)
+        qb = qb0 + i
+        plgpu.barrier_wait(load_bar.at[slot])
+
+        def qk(acc_ref):
+          plgpu.wgmma(acc_ref, q_smem.at[slot], k_smem.transpose((1, 0)))
+          return acc_ref[...]
+
+        s = pl.run_scoped(qk, plgpu.ACC((bq, bk), jnp.float32)) * scale2
+        sp = _softplus2(s)
+        if masked:
+          qpos = plgpu.broadcasted_iota(jnp.int32, (bq, bk), 0, layout=plgpu.Layout.WGMMA) + qb * bq
+          kpos = plgpu.broadcasted_iota(jnp.int32, (bq, bk), 1, layout=plgpu.Layout.WGMMA) + k0
+          visible = kpos < qpos
+          spm = jnp.where(visible, sp, 0.0)
+        else:
+          spm = sp
+        carry = _row_vector(cs_smem.at[slot, wg])
+        rest = s - sp + _row(carry - spm.sum(axis=1), (bq, bk))
+        w = jnp.exp2(_prefix_product(rest, spm, tri_smem, jnp.float16, parts))
+
+        def dov(acc_ref):
+          plgpu.wgmma(acc_ref, do_smem.at[slot], v_smem.transpose((1, 0)))
+          return acc_ref[...]
+
+        gv = pl.run_scoped(dov, plgpu.ACC((bq, bk), jnp.float32))
+        beta = jnp.exp2(s - sp)
+        if masked:
+          w = jnp.where(visible, w, 0.0)
+          beta = jnp.where(visible, beta, 0.0)
+        a = w * (gv - _row(_row_vector(dr_smem.at[slot]), (bq, bk)))
+        p_before = _row(_row_vector(ps_smem.at[slot, wg]), (bq, bk))
+        dz = a - beta * _prefix_product(p_before, a, trib_smem, jnp.bfloat16, 2)
+        if masked:
+          dz = jnp.where(visible, dz, 0.0)
+        a_st[...] = w.astype(dtype)
+        z_st[...] = dz.astype(dtype)
+        plgpu.commit_smem()
+
+        def grads(refs):
+          dv_ref_acc, dk_ref_acc = refs
+          plgpu.wgmma(dv_ref_acc, a_st.transpose((1, 0)), do_smem.at[slot])
+          plgpu.wgmma(dk_ref_acc, z_st.transpose((1, 0)), q_smem.at[slot])
+
+        dv, dk = pl.run_state(grads)((plgpu.ACC.init(dv), plgpu.ACC.init(dk)))
+        plgpu.barrier_arrive(free_bar.at[slot])
+        return dk, dv
+
+      zeros = plgpu.layout_cast(jnp.zeros((bk, d), jnp.float32), plgpu.Layout.WGMMA)
+      lax.fori_loop(0, skip, pass_through, None)
+      state = step(skip, (zeros, zeros), masked=True)  # the diagonal block: the only one with masked pairs
+      dk, dv = lax.fori_loop(skip + 1, nsteps, functools.partial(step, masked=False), state)
+      k_smem[...] = (dk * scale).astype(dtype)
+      v_smem[...] = dv.astype(dtype)
+      plgpu.commit_smem()
+      out_rows = (bi, pl.ds(k0, bk), h)
+      plgpu.copy_smem_to_gmem(k_smem, dk_ref.at[out_rows])
+      plgpu.copy_smem_to_gmem(v_smem, dv_ref.at[out_rows])
+      plgpu.wait_smem_to_gmem(0)
+
+    @pl.when(wg == wgs)
+    def _memory():
+      plgpu.set_max_registers(40, action='decrease')
+
+      def fetch(i, slot):
+        qrows = pl.ds((qb0 + i) * bq, bq)
+        bar = load_bar.at[slot]
+        plgpu.copy_gmem_to_smem(q_ref.at[bi, qrows, h], q_smem.at[slot], bar)
+        plgpu.copy_gmem_to_smem(do_ref.at[bi, qrows, h], do_smem.at[slot], bar)
+        plgpu.copy_gmem_to_smem(dr_ref.at[bi, h, qrows], dr_smem.at[slot], bar)
+        for w in range(wgs):
+          kb = lax.div(kc, bk) + w
+          plgpu.copy_gmem_to_smem(cs_ref.at[bi, h, kb, qrows], cs_smem.at[slot, w], bar)
+          plgpu.copy_gmem_to_smem(ps_ref.at[bi, h, kb, qrows], ps_smem.at[slot, w], bar)
+
+      for i in range(stages):
+        pl.when(i < nsteps)(functools.partial(fetch, i, i))
+
+      @pl.loop(stages, nsteps)
+      def _stream(i):
+        slot = lax.rem(i, stages)
+        plgpu.barrier_wait(free_bar.at[slot])
+        fetch(i, slot)
+
+  def entry(q_ref, k_ref, v_ref, do_ref, dr_ref, cs_ref, ps_ref, tri_ref, trib_ref, dk_ref, dv_ref):
+    op_t = _swizzle(d, dtype)
+    tile_t = _swizzle(bk, dtype)
+    tri_t = _swizzle(bk, jnp.float16)
+    smem = (
+      plgpu.SMEM((wgs, bk, d), dtype, transforms=op_t),
+      plgpu.SMEM((wgs, bk, d), dtype, transforms=op_t),
+      plgpu.SMEM((stages, bq, d), dtype, transforms=op_t),
+      plgpu.SMEM((stages, bq, d), dtype, transforms=op_t),
+      plgpu.SMEM((stages, bq), jnp.float32),
+      plgpu.SMEM((stages, wgs, bq), jnp.float32),
+      plgpu.SMEM((stages, wgs, bq), jnp.float32),
+      plgpu.SMEM((wgs, bk, bk), jnp.float16, transforms=tri_t),
+      plgpu.SMEM((wgs, bk, bk), jnp.bfloat16, transforms=tri_t),
+      plgpu.SMEM((wgs, bq, bk), dtype, transforms=tile_t),
+      plgpu.SMEM((wgs, bq, bk), dtype, transforms=tile_t),
+    )
+    barriers = (
+      plgpu.Barrier(num_arrivals=loads_per_step, num_barriers=stages),
+      plgpu.Barrier(num_arrivals=wgs, num_barriers=stages),
+      plgpu.Barrier(num_arrivals=2, num_barriers=wgs),
+      plgpu.Barrier(num_arrivals=2, num_barriers=wgs),
+    )
+    refs = (q_ref, k_ref, v_ref, do_ref, dr_ref, cs_ref, ps_ref, tri_ref, trib_ref, dk_ref, dv_ref)
+    pl.run_scoped(lambda *scratch: kernel(*refs, scratch), smem, barriers, collective_axes='wg')
+
+  per_head = jax.ShapeDtypeStruct((b, t, n, d), dtype)
+  dk, dv = plgpu.kernel(
+    entry,
+    out_type=[per_head, per_head],
+    grid=(n, num_kt, b),
+    grid_names=('heads', 'k_seq', 'batch'),
+    num_threads=wgs + 1,
+    thread_name='wg',
+    compiler_params=plgpu.CompilerParams(approx_math=True),
+  )(q, k, v, do, dr, csnap, psnap, tri16, trib)
+  if g > 1:
+    group = lambda x: x.reshape(b, t, kh, g, d).astype(jnp.float32).sum(3).astype(dtype)  # noqa: E731
+    dk, dv = group(dk), group(dv)
+  return dk, dv
+
+
+# ----------------------------------------------------------------------------------------------------------
 # the differentiable entry point: Mosaic GPU forward, the deterministic Pallas:Triton backward
 
 
@@ -402,9 +794,25 @@ def _sb_vjp_bwd(scale, bs, res, cts):
   tp = qp.shape[1]
   dop = kernel_gpu._pad(do.astype(qp.dtype), tp, d)
   dr = jnp.pad(jnp.transpose(drem.astype(jnp.float32), (0, 2, 1)), ((0, 0), (0, 0), (0, tp - t)))
-  dq, dk, dv = kernel_gpu._backward(
-    qp, kp, vp, None, dop, dr, csnap, scale=scale, bs=backward_block_sizes(d, bs), seq_len=t, interpret=False
-  )
+  bwd = backward_block_sizes(d, bs)
+  dq_mosaic, dkv_mosaic = (bs.block_k == 64 and x for x in (bs.dq_mosaic, bs.dkv_mosaic))
+  if dkv_mosaic or dq_mosaic:
+    if dq_mosaic:
+      dq, psnap = _dq_call(qp, kp, vp, dop, dr, csnap, scale=scale, bs=bs)
+    else:
+      dq, psnap = kernel_gpu._dq_call(
+        qp, kp, vp, None, dop, dr, csnap, scale=scale, bs=bwd, seq_len=t, interpret=False
+      )
+    if dkv_mosaic:
+      dk, dv = _dkv_call(qp, kp, vp, dop, dr, csnap, psnap, scale=scale, bs=bs)
+    else:
+      dk, dv = kernel_gpu._dkv_call(
+        qp, kp, vp, None, dop, dr, csnap, psnap, scale=scale, bs=bwd, seq_len=t, interpret=False
+      )
+  else:
+    dq, dk, dv = kernel_gpu._backward(
+      qp, kp, vp, None, dop, dr, csnap, scale=scale, bs=bwd, seq_len=t, interpret=False
+    )
   return dq[:, :t], dk[:, :t], dv[:, :t]
 
 

@@ -38,6 +38,31 @@ def test_forward_lowers_for_cuda_as_one_mosaic_kernel(d, save_snap, bs):
   assert [o.shape for o in outs] == [(1, t, 4, d), (1, 4, t)] + ([(1, 4, t // 64, t)] if save_snap else [])
 
 
+@pytest.mark.parametrize('d,kh', [(64, 4), (128, 2)])
+def test_backward_kernels_lower_for_cuda_as_one_mosaic_kernel_each(d, kh):
+  t, n = 384, 4
+  f32 = jnp.float32
+  q = jax.ShapeDtypeStruct((1, t, n, d), jnp.bfloat16)
+  kv = jax.ShapeDtypeStruct((1, t, kh, d), jnp.bfloat16)
+  dr = jax.ShapeDtypeStruct((1, n, t), f32)
+  snap = jax.ShapeDtypeStruct((1, n, t // 64, t), f32)
+  bs = kernel_mgpu.MosaicBlockSizes(dkv_mosaic=1)
+
+  def f(q, k, v, do, dr, cs, ps):
+    return kernel_mgpu._dkv_call(q, k, v, do, dr, cs, ps, scale=d**-0.5, bs=bs)
+
+  lowered = jax.jit(f).trace(q, kv, kv, q, dr, snap, snap).lower(lowering_platforms=('cuda',))
+  assert lowered.as_text().count('custom_call @mosaic_gpu') == 1
+  assert [o.shape for o in jax.tree.leaves(lowered.out_info)] == [(1, t, kh, d)] * 2
+
+  def g(q, k, v, do, dr, cs):
+    return kernel_mgpu._dq_call(q, k, v, do, dr, cs, scale=d**-0.5, bs=bs)
+
+  lowered = jax.jit(g).trace(q, kv, kv, q, dr, snap).lower(lowering_platforms=('cuda',))
+  assert lowered.as_text().count('custom_call @mosaic_gpu') == 1
+  assert [o.shape for o in jax.tree.leaves(lowered.out_info)] == [(1, t, n, d), (1, n, t // 64, t)]
+
+
 def test_forward_rejects_what_it_cannot_take():
   with pytest.raises(ValueError, match='multiple of 128'):
     _lower(192, 2, 2, 64, False)
@@ -58,6 +83,10 @@ def test_supported_and_block_sizes():
     kernel_mgpu.MosaicBlockSizes(block_q=128)
   with pytest.raises(ValueError, match='stages'):
     kernel_mgpu.MosaicBlockSizes(stages=5)
+  with pytest.raises(ValueError, match='dkv_mosaic'):
+    kernel_mgpu.MosaicBlockSizes(dkv_mosaic=3)
+  with pytest.raises(ValueError, match='dq_mosaic'):
+    kernel_mgpu.MosaicBlockSizes(dq_mosaic=2)
   with pytest.raises(ValueError, match='pingpong'):
     kernel_mgpu.MosaicBlockSizes(pingpong=1, compute_wgs=3)
   assert kernel_mgpu.MosaicBlockSizes().parts(jnp.bfloat16) == 1
@@ -96,6 +125,25 @@ def test_ops_mosaic_has_no_interpret_mode():
 )
 def test_gpu_matches_reference(b, t, n, kh, d, dtype):
   _compare_fn(kernel_mgpu.stick_breaking_attention_mosaic, b, t, n, kh, d, jnp.dtype(dtype))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+  'b,t,n,kh,d,dtype',
+  [
+    (2, 1000, 4, 2, 64, 'bfloat16'),
+    (1, 777, 4, 4, 128, 'bfloat16'),
+    (1, 300, 2, 1, 64, 'float16'),
+  ],
+)
+@pytest.mark.parametrize('fields', [dict(dkv_mosaic=1), dict(dq_mosaic=1, dkv_mosaic=1)])
+def test_gpu_mosaic_backward_matches_reference(b, t, n, kh, d, dtype, fields):
+  bs = kernel_mgpu.MosaicBlockSizes(**fields)
+
+  def kernel(q, k, v):
+    return kernel_mgpu.stick_breaking_attention_mosaic(q, k, v, block_sizes=bs)
+
+  _compare_fn(kernel, b, t, n, kh, d, jnp.dtype(dtype))
 
 
 @pytest.mark.gpu

@@ -3,12 +3,13 @@
 Implementations:
   ``'xla'``     the log-space ``jnp`` reference (any backend; O(T*S) memory per head);
   ``'triton'``  the Pallas GPU kernel (Pallas:Triton lowering; forward and deterministic backward);
-  ``'mosaic'``  the Pallas Mosaic GPU forward (Hopper: wgmma, TMA, warp specialisation) with the Triton
-                backward; inputs it does not take (segment ids, head dims not a multiple of 64, float32)
-                go to ``'triton'``;
+  ``'mosaic'``  the Pallas Mosaic GPU kernels (Hopper: wgmma, TMA, warp specialisation): forward and dk/dv
+                on Mosaic GPU, dq on Triton (``kernel_mgpu.MosaicBlockSizes``); inputs they do not take
+                (segment ids, head dims other than 64 and 128, float32) go to ``'triton'``;
   ``'tpu'``     the Pallas TPU kernel (Mosaic TPU; forward and backward);
-  ``None``      ``'triton'`` on GPU, ``'tpu'`` on TPU, ``'xla'`` elsewhere; and ``'xla'`` whenever
-                ``q_offset``/``kv_length`` are given (decoding against a cache), which kernels do not take.
+  ``None``      ``'mosaic'`` on Hopper GPUs, ``'triton'`` on other GPUs, ``'tpu'`` on TPU, ``'xla'``
+                elsewhere; and ``'xla'`` whenever ``q_offset``/``kv_length`` are given (decoding against a
+                cache), which kernels do not take.
 
 ``interpret=True`` runs a Pallas kernel in interpret mode on any backend (this is how CPU CI tests them).
 """
@@ -27,10 +28,15 @@ Array = jax.Array
 IMPLEMENTATIONS = ('xla', 'triton', 'mosaic', 'tpu')
 
 
+def _is_hopper(device) -> bool:
+  """sm_90: the Mosaic GPU kernels use wgmma, which only Hopper has (Blackwell's tensor cores differ)."""
+  return str(getattr(device, 'compute_capability', '')).startswith('9.')
+
+
 def default_implementation() -> str:
   backend = jax.default_backend()
   if backend in ('gpu', 'cuda', 'rocm'):
-    return 'triton'
+    return 'mosaic' if _is_hopper(jax.devices()[0]) else 'triton'
   if backend == 'tpu':
     return 'tpu'
   return 'xla'
