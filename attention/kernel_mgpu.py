@@ -180,6 +180,50 @@ def _prefix_product(init: Array, x: Array, tri, part_dtype, nparts: int) -> Arra
   return pl.run_state(scan)(plgpu.ACC.init(init))
 
 
+def _producer(fetch, count, stages: int, free_bars) -> None:
+  """The TMA warpgroup's loop: fill the ring's first ``stages`` slots, then refill each slot with step ``i``
+  once its consumers have arrived on every barrier of ``free_bars`` for the step before."""
+  for i in range(stages):
+    pl.when(i < count)(functools.partial(fetch, i, i))
+
+  @pl.loop(stages, count)
+  def _stream(i):
+    slot = lax.rem(i, stages)
+    for bar in free_bars:
+      plgpu.barrier_wait(bar.at[slot])
+    fetch(i, slot)
+
+
+def _backward_tile(s, dov, carry, dr, p_before, *, masked, q0, k0, tri16, trib, parts):
+  """One ``[64 queries, 64 keys]`` tile of the backward, shared by the dq and dk/dv kernels.
+
+  Args: ``s`` the base-2 logits, ``dov()`` issuing the ``dO v^T`` product (after A's, as measured), and per
+  query row the carry before this key block, drem
+  and P before this key block (wgmma row layout); ``masked`` for the diagonal block, whose first query and
+  key positions are ``q0`` and ``k0``. Returns ``(A, a, dz)`` with ``a = A (dO.v - drem)`` and
+  ``dz = a - beta (P + prefix(a))``, masked pairs zero."""
+  shape = s.shape
+  sp = _softplus2(s)
+  visible = None
+  if masked:
+    qpos = plgpu.broadcasted_iota(jnp.int32, shape, 0, layout=plgpu.Layout.WGMMA) + q0
+    kpos = plgpu.broadcasted_iota(jnp.int32, shape, 1, layout=plgpu.Layout.WGMMA) + k0
+    visible = kpos < qpos
+  spm = sp if visible is None else jnp.where(visible, sp, 0.0)
+  rest = s - sp + _row(carry - spm.sum(axis=1), shape)
+  w = jnp.exp2(_prefix_product(rest, spm, tri16, jnp.float16, parts))
+  gv = dov()
+  beta = jnp.exp2(s - sp)
+  if visible is not None:
+    w = jnp.where(visible, w, 0.0)
+    beta = jnp.where(visible, beta, 0.0)
+  a = w * (gv - _row(dr, shape))
+  dz = a - beta * _prefix_product(_row(p_before, shape), a, trib, jnp.bfloat16, 2)
+  if visible is not None:
+    dz = jnp.where(visible, dz, 0.0)
+  return w, a, dz
+
+
 def _forward_call(q, k, v, *, scale: float, bs: MosaicBlockSizes, save_snap: bool):
   """Unpadded-geometry kernel call: ``T`` a multiple of ``bs.rows``. Returns (o, rem, carry_snap | None)."""
   b, t, n, d = q.shape
@@ -323,15 +367,7 @@ def _forward_call(q, k, v, *, scale: float, bs: MosaicBlockSizes, save_snap: boo
         plgpu.copy_gmem_to_smem(k_ref.at[rows], k_smem.at[slot], k_bar.at[slot])
         plgpu.copy_gmem_to_smem(v_ref.at[rows], v_smem.at[slot], v_bar.at[slot])
 
-      for i in range(stages):
-        pl.when(i < ntot)(functools.partial(fetch, i, i))
-
-      @pl.loop(stages, ntot)
-      def _stream(i):
-        slot = lax.rem(i, stages)
-        plgpu.barrier_wait(k_free.at[slot])
-        plgpu.barrier_wait(v_free.at[slot])
-        fetch(i, slot)
+      _producer(fetch, ntot, stages, (k_free, v_free))
 
   def entry(q_ref, k_ref, v_ref, tri_ref, *outs):
     o_ref, rem_ref = outs[:2]
@@ -434,7 +470,7 @@ def _dq_call(q, k, v, do, dr, csnap, *, scale: float, bs: MosaicBlockSizes):
       plgpu.copy_gmem_to_smem(tri_ref, tri_smem, bar)
       plgpu.copy_gmem_to_smem(trib_ref, trib_smem, bar)
       plgpu.barrier_wait(bar)
-      dr_rows = _row(_row_vector(dr_smem), (bq, bk))
+      dr = _row_vector(dr_smem)
       need = lax.div(r0 + bq + bk - 1, bk)
       first_band = lax.div(r0, bk)
 
@@ -453,31 +489,17 @@ def _dq_call(q, k, v, do, dr, csnap, *, scale: float, bs: MosaicBlockSizes):
           return acc_ref[...]
 
         s = pl.run_scoped(qk, plgpu.ACC((bq, bk), jnp.float32)) * scale2
-        sp = _softplus2(s)
-        if masked:
-          qpos = plgpu.broadcasted_iota(jnp.int32, (bq, bk), 0, layout=plgpu.Layout.WGMMA) + r0
-          kpos = plgpu.broadcasted_iota(jnp.int32, (bq, bk), 1, layout=plgpu.Layout.WGMMA) + kb * bk
-          visible = kpos < qpos
-          spm = jnp.where(visible, sp, 0.0)
-        else:
-          spm = sp
-        carry = _row_vector(cs_smem.at[slot, wg])
-        rest = s - sp + _row(carry - spm.sum(axis=1), (bq, bk))
-        w = jnp.exp2(_prefix_product(rest, spm, tri_smem, jnp.float16, parts))
 
-        def dov(acc_ref):
+        def dov_acc(acc_ref):
           plgpu.wgmma(acc_ref, do_smem, v_smem.at[slot].transpose((1, 0)))
           return acc_ref[...]
 
-        gv = pl.run_scoped(dov, plgpu.ACC((bq, bk), jnp.float32))
-        beta = jnp.exp2(s - sp)
-        if masked:
-          w = jnp.where(visible, w, 0.0)
-          beta = jnp.where(visible, beta, 0.0)
-        a = w * (gv - dr_rows)
-        dz = a - beta * _prefix_product(_row(p_run, (bq, bk)), a, trib_smem, jnp.bfloat16, 2)
-        if masked:
-          dz = jnp.where(visible, dz, 0.0)
+        def dov():
+          return pl.run_scoped(dov_acc, plgpu.ACC((bq, bk), jnp.float32))
+
+        carry = _row_vector(cs_smem.at[slot, wg])
+        tiles = dict(tri16=tri_smem, trib=trib_smem, parts=parts)
+        _, a, dz = _backward_tile(s, dov, carry, dr, p_run, masked=masked, q0=r0, k0=kb * bk, **tiles)
         snap = snap_smem_w.at[lax.rem(kb, 2)]
         plgpu.wait_smem_to_gmem(1, wait_read_only=True)  # the store from this buffer 2 steps ago is done
         snap[...] = p_run
@@ -516,14 +538,7 @@ def _dq_call(q, k, v, do, dr, csnap, *, scale: float, bs: MosaicBlockSizes):
           qrows = pl.ds(qi * bs.rows + w * bq, bq)
           plgpu.copy_gmem_to_smem(cs_ref.at[bi, h, kb, qrows], cs_smem.at[slot, w], bar)
 
-      for i in range(stages):
-        pl.when(i < ntot)(functools.partial(fetch, i, i))
-
-      @pl.loop(stages, ntot)
-      def _stream(kb):
-        slot = lax.rem(kb, stages)
-        plgpu.barrier_wait(free_bar.at[slot])
-        fetch(kb, slot)
+      _producer(fetch, ntot, stages, (free_bar,))
 
   def entry(q_ref, k_ref, v_ref, do_ref, dr_ref, cs_ref, tri_ref, trib_ref, dq_ref, ps_ref):
     op_t = _swizzle(d, dtype)
@@ -631,32 +646,18 @@ def _dkv_call(q, k, v, do, dr, csnap, psnap, *, scale: float, bs: MosaicBlockSiz
           return acc_ref[...]
 
         s = pl.run_scoped(qk, plgpu.ACC((bq, bk), jnp.float32)) * scale2
-        sp = _softplus2(s)
-        if masked:
-          qpos = plgpu.broadcasted_iota(jnp.int32, (bq, bk), 0, layout=plgpu.Layout.WGMMA) + qb * bq
-          kpos = plgpu.broadcasted_iota(jnp.int32, (bq, bk), 1, layout=plgpu.Layout.WGMMA) + k0
-          visible = kpos < qpos
-          spm = jnp.where(visible, sp, 0.0)
-        else:
-          spm = sp
-        carry = _row_vector(cs_smem.at[slot, wg])
-        rest = s - sp + _row(carry - spm.sum(axis=1), (bq, bk))
-        w = jnp.exp2(_prefix_product(rest, spm, tri_smem, jnp.float16, parts))
 
-        def dov(acc_ref):
+        def dov_acc(acc_ref):
           plgpu.wgmma(acc_ref, do_smem.at[slot], v_smem.transpose((1, 0)))
           return acc_ref[...]
 
-        gv = pl.run_scoped(dov, plgpu.ACC((bq, bk), jnp.float32))
-        beta = jnp.exp2(s - sp)
-        if masked:
-          w = jnp.where(visible, w, 0.0)
-          beta = jnp.where(visible, beta, 0.0)
-        a = w * (gv - _row(_row_vector(dr_smem.at[slot]), (bq, bk)))
-        p_before = _row(_row_vector(ps_smem.at[slot, wg]), (bq, bk))
-        dz = a - beta * _prefix_product(p_before, a, trib_smem, jnp.bfloat16, 2)
-        if masked:
-          dz = jnp.where(visible, dz, 0.0)
+        def dov():
+          return pl.run_scoped(dov_acc, plgpu.ACC((bq, bk), jnp.float32))
+
+        rows = (_row_vector(x) for x in (cs_smem.at[slot, wg], dr_smem.at[slot], ps_smem.at[slot, wg]))
+        w, _, dz = _backward_tile(
+          s, dov, *rows, masked=masked, q0=qb * bq, k0=k0, tri16=tri_smem, trib=trib_smem, parts=parts
+        )
         a_st[...] = w.astype(dtype)
         z_st[...] = dz.astype(dtype)
         plgpu.commit_smem()
@@ -697,14 +698,7 @@ def _dkv_call(q, k, v, do, dr, csnap, psnap, *, scale: float, bs: MosaicBlockSiz
           plgpu.copy_gmem_to_smem(cs_ref.at[bi, h, kb, qrows], cs_smem.at[slot, w], bar)
           plgpu.copy_gmem_to_smem(ps_ref.at[bi, h, kb, qrows], ps_smem.at[slot, w], bar)
 
-      for i in range(stages):
-        pl.when(i < nsteps)(functools.partial(fetch, i, i))
-
-      @pl.loop(stages, nsteps)
-      def _stream(i):
-        slot = lax.rem(i, stages)
-        plgpu.barrier_wait(free_bar.at[slot])
-        fetch(i, slot)
+      _producer(fetch, nsteps, stages, (free_bar,))
 
   def entry(q_ref, k_ref, v_ref, do_ref, dr_ref, cs_ref, ps_ref, tri_ref, trib_ref, dk_ref, dv_ref):
     op_t = _swizzle(d, dtype)

@@ -113,29 +113,23 @@ def test_ops_mosaic_has_no_interpret_mode():
     ops.stick_breaking_attention(q, q, q, implementation='mosaic', interpret=True)
 
 
+# (B, T, N, K, D, dtype): GQA, lengths that need padding, float16, a longer sequence
+GPU_SHAPES = [
+  (2, 1000, 4, 2, 64, 'bfloat16'),
+  (1, 777, 4, 4, 128, 'bfloat16'),
+  (1, 300, 2, 1, 64, 'float16'),
+  (1, 2048, 2, 2, 128, 'bfloat16'),
+]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize(
-  'b,t,n,kh,d,dtype',
-  [
-    (2, 1000, 4, 2, 64, 'bfloat16'),
-    (1, 777, 4, 4, 128, 'bfloat16'),
-    (1, 300, 2, 1, 64, 'float16'),
-    (1, 2048, 2, 2, 128, 'bfloat16'),
-  ],
-)
+@pytest.mark.parametrize('b,t,n,kh,d,dtype', GPU_SHAPES)
 def test_gpu_matches_reference(b, t, n, kh, d, dtype):
   _compare_fn(kernel_mgpu.stick_breaking_attention_mosaic, b, t, n, kh, d, jnp.dtype(dtype))
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(
-  'b,t,n,kh,d,dtype',
-  [
-    (2, 1000, 4, 2, 64, 'bfloat16'),
-    (1, 777, 4, 4, 128, 'bfloat16'),
-    (1, 300, 2, 1, 64, 'float16'),
-  ],
-)
+@pytest.mark.parametrize('b,t,n,kh,d,dtype', GPU_SHAPES[:3])
 @pytest.mark.parametrize('fields', [dict(dkv_mosaic=1), dict(dq_mosaic=1, dkv_mosaic=1)])
 def test_gpu_mosaic_backward_matches_reference(b, t, n, kh, d, dtype, fields):
   bs = kernel_mgpu.MosaicBlockSizes(**fields)
