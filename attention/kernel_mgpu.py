@@ -194,31 +194,35 @@ def _producer(fetch, count, stages: int, free_bars) -> None:
     fetch(i, slot)
 
 
-def _backward_tile(s, dov, carry, dr, p_before, *, masked, q0, k0, tri16, trib, parts):
+def _wgmma_iota(shape, dim: int) -> Array:
+  return plgpu.broadcasted_iota(jnp.int32, shape, dim, layout=plgpu.Layout.WGMMA)
+
+
+def _backward_tile(s, dov, carry, dr, p_before, *, masked, q0, k0, tri16, trib, parts,
+                   iota=_wgmma_iota, prefix=_prefix_product):  # fmt: skip
   """One ``[64 queries, 64 keys]`` tile of the backward, shared by the dq and dk/dv kernels.
 
   Args: ``s`` the base-2 logits, ``dov()`` issuing the ``dO v^T`` product (after A's, as measured), and per
-  query row the carry before this key block, drem
-  and P before this key block (wgmma row layout); ``masked`` for the diagonal block, whose first query and
-  key positions are ``q0`` and ``k0``. Returns ``(A, a, dz)`` with ``a = A (dO.v - drem)`` and
+  query row the carry before this key block, drem and P before this key block (wgmma row layout);
+  ``masked`` for the diagonal block, whose first query and key positions are ``q0`` and ``k0``. ``iota``
+  and ``prefix`` default to the Mosaic GPU primitives; the CPU tests pass ``jnp`` stand-ins to check this
+  arithmetic against the reference. Returns ``(A, a, dz)`` with ``a = A (dO.v - drem)`` and
   ``dz = a - beta (P + prefix(a))``, masked pairs zero."""
   shape = s.shape
   sp = _softplus2(s)
   visible = None
   if masked:
-    qpos = plgpu.broadcasted_iota(jnp.int32, shape, 0, layout=plgpu.Layout.WGMMA) + q0
-    kpos = plgpu.broadcasted_iota(jnp.int32, shape, 1, layout=plgpu.Layout.WGMMA) + k0
-    visible = kpos < qpos
+    visible = iota(shape, 1) + k0 < iota(shape, 0) + q0
   spm = sp if visible is None else jnp.where(visible, sp, 0.0)
   rest = s - sp + _row(carry - spm.sum(axis=1), shape)
-  w = jnp.exp2(_prefix_product(rest, spm, tri16, jnp.float16, parts))
+  w = jnp.exp2(prefix(rest, spm, tri16, jnp.float16, parts))
   gv = dov()
   beta = jnp.exp2(s - sp)
   if visible is not None:
     w = jnp.where(visible, w, 0.0)
     beta = jnp.where(visible, beta, 0.0)
   a = w * (gv - _row(dr, shape))
-  dz = a - beta * _prefix_product(_row(p_before, shape), a, trib, jnp.bfloat16, 2)
+  dz = a - beta * prefix(_row(p_before, shape), a, trib, jnp.bfloat16, 2)
   if visible is not None:
     dz = jnp.where(visible, dz, 0.0)
   return w, a, dz

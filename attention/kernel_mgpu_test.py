@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 import pytest
 
@@ -105,6 +106,75 @@ def test_exp2_fma_is_within_its_error_bound():
   assert np.max(np.abs(got / want - 1)) < 8e-5
   tiny = np.asarray(kernel_mgpu.exp2_fma(jnp.asarray([-126.0, -127.0, -200.0, -1e30], jnp.float32)))
   assert np.all((tiny >= 0) & (tiny < 2e-38)), tiny
+
+
+def _emulated_backward(q, k, v, do, drem, scale):
+  """The Mosaic backward's schedule in ``jnp`` for one head (``[T, D]`` float32 values of bf16 inputs): the
+  carry snapshots the forward writes, the dq kernel (key blocks far-first, P running and snapshotted),
+  then the dk/dv kernel (query blocks from the diagonal), each tile by the kernels' own `_backward_tile`
+  with the float16/bfloat16 prefix parts and the bfloat16 operands of the wgmma products."""
+  f32, bf16 = jnp.float32, jnp.bfloat16
+  t, d = q.shape
+  nb = t // 64
+  scale2 = scale * kernel_mgpu.LOG2E
+  s_all = (q @ k.T) * scale2
+  visible = jnp.arange(t)[None, :] < jnp.arange(t)[:, None]  # [query, key]
+  b = jnp.where(visible, -kernel_mgpu._softplus2(s_all), 0.0)
+  per_block = b.reshape(t, nb, 64).sum(-1)  # [query, key block]
+  csnap = (jnp.cumsum(per_block[:, ::-1], axis=1)[:, ::-1] - per_block).T  # carry before each key block
+  tri = (jnp.arange(64)[:, None] <= jnp.arange(64)[None, :]).astype(f32)
+
+  def prefix(init, x, _, dtype, nparts):
+    hi = x.astype(dtype).astype(f32)
+    out = init + hi @ tri
+    return out + (x - hi).astype(dtype).astype(f32) @ tri if nparts == 2 else out
+
+  def tile(qb, kb, carry, p_before):
+    rows, keys = slice(64 * qb, 64 * qb + 64), slice(64 * kb, 64 * kb + 64)
+    return kernel_mgpu._backward_tile(
+      (q[rows] @ k[keys].T) * scale2, lambda: do[rows] @ v[keys].T, carry, drem[rows], p_before,
+      masked=qb == kb, q0=64 * qb, k0=64 * kb, tri16=None, trib=None, parts=1,
+      iota=lambda shape, dim: lax.broadcasted_iota(jnp.int32, shape, dim), prefix=prefix,
+    )  # fmt: skip
+
+  rnd = lambda x: x.astype(bf16).astype(f32)  # noqa: E731
+  dq, psnap = jnp.zeros_like(q), jnp.zeros((nb, t), f32)
+  for qb in range(nb):
+    rows = slice(64 * qb, 64 * qb + 64)
+    p_run, acc = jnp.zeros((64,), f32), jnp.zeros((64, d), f32)
+    for kb in range(qb + 1):
+      _, a, dz = tile(qb, kb, csnap[kb, rows], p_run)
+      psnap = psnap.at[kb, rows].set(p_run)
+      acc, p_run = acc + rnd(dz) @ k[64 * kb : 64 * kb + 64], p_run + a.sum(axis=1)
+    dq = dq.at[rows].set(acc * scale)
+  dk, dv = jnp.zeros_like(k), jnp.zeros_like(v)
+  for kb in range(nb):
+    keys = slice(64 * kb, 64 * kb + 64)
+    for qb in range(kb, nb):
+      rows = slice(64 * qb, 64 * qb + 64)
+      w, _, dz = tile(qb, kb, csnap[kb, rows], psnap[kb, rows])
+      dv = dv.at[keys].add(rnd(w).T @ do[rows])
+      dk = dk.at[keys].add(rnd(dz).T @ q[rows] * scale)
+  return dq, dk, dv
+
+
+def test_backward_tile_arithmetic_and_schedule_match_the_reference():
+  from attention.reference import stick_breaking_attention_reference
+
+  r = np.random.default_rng(3)
+  t, d = 192, 64
+  q, k, v = (jnp.asarray(r.normal(size=(t, d)) * 2, jnp.bfloat16).astype(jnp.float32) for _ in range(3))
+  do = jnp.asarray(r.normal(size=(t, d)), jnp.float32)
+  drem = jnp.asarray(r.normal(size=(t,)), jnp.float32)
+
+  def loss(q, k, v):
+    o, rem = stick_breaking_attention_reference(q[None, :, None], k[None, :, None], v[None, :, None])
+    return jnp.sum(o[0, :, 0] * do) + jnp.sum(rem[0, :, 0] * drem)
+
+  want = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+  got = _emulated_backward(q, k, v, do, drem, d**-0.5)
+  for name, g, w in zip(('dq', 'dk', 'dv'), got, want):
+    assert _rel(g, w) < 1e-2, (name, _rel(g, w))
 
 
 def test_ops_mosaic_has_no_interpret_mode():
