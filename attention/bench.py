@@ -196,14 +196,6 @@ def parse_block_sizes(spec: str, head_dim: int):
   return dataclasses.replace(kernel_gpu.BlockSizes.for_head_dim(head_dim), **typed)
 
 
-def parse_mosaic_block_sizes(spec: str):
-  """'scan_parts=1,stages=2' -> MosaicBlockSizes with those fields."""
-  from attention import kernel_mgpu
-
-  fields = dict(kv.split('=') for kv in spec.split(',') if kv)
-  return kernel_mgpu.MosaicBlockSizes(**{k: int(v) for k, v in fields.items()})
-
-
 def tune(shape, specs: List[str], dtype, kv_heads: int, iters: int, repeats: int) -> List[dict]:
   """Times the three GPU kernels separately for each block-size candidate."""
   import functools
@@ -292,12 +284,14 @@ def main(argv):
         json.dump({'tune': rows, 'run': results.run_info()}, f, indent=1)
     return
   bs = parse_block_sizes(FLAGS.block_sizes, shapes[0][3]) if FLAGS.block_sizes else None
-  mbs = parse_mosaic_block_sizes(FLAGS.mosaic_block_sizes) if FLAGS.mosaic_block_sizes else None
+  from attention.kernel_mgpu import MosaicBlockSizes
+
+  mbs = MosaicBlockSizes.parse(FLAGS.mosaic_block_sizes) if FLAGS.mosaic_block_sizes else None
   impls = make_impls(interpret=not on_gpu, block_sizes=bs, mosaic_block_sizes=mbs)
   names = [n for n in FLAGS.impls.split(';' if ';' in FLAGS.impls else ',') if n]
   for n in names:
     if n.startswith('sb_mosaic:'):  # a variant: sb_mosaic:scan_parts=1,stages=2
-      impls[n] = make_impls(not on_gpu, bs, parse_mosaic_block_sizes(n.split(':', 1)[1]))['sb_mosaic']
+      impls[n] = make_impls(not on_gpu, bs, MosaicBlockSizes.parse(n.split(':', 1)[1]))['sb_mosaic']
   for n in names:
     if n not in impls:
       raise app.UsageError(f'unknown implementation {n!r}; choose from {", ".join(impls)}')

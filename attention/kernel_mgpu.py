@@ -98,6 +98,17 @@ class MosaicBlockSizes:
     if self.pingpong not in (0, 1) or (self.pingpong and self.compute_wgs != 2):
       raise ValueError(f'MosaicBlockSizes.pingpong={self.pingpong} must be 0 or 1 (1 needs compute_wgs=2).')
 
+  @classmethod
+  def parse(cls, spec: str) -> 'MosaicBlockSizes':
+    """``'scan_parts=1,stages=3'`` -> the defaults with those (integer) fields."""
+    return cls(**{k: int(v) for k, v in (kv.split('=') for kv in spec.split(',') if kv)})
+
+  @property
+  def registers(self) -> Tuple[int, int]:
+    """``setmaxnreg`` per thread of a compute and of the memory warpgroup: 232/40 leave room for two compute
+    warpgroups of 128 threads in 64k registers, 152/40 for three."""
+    return (232, 40) if self.compute_wgs == 2 else (152, 40)
+
   @property
   def rows(self) -> int:
     """Query rows per CTA (the sequence is padded to a multiple of this)."""
@@ -194,6 +205,32 @@ def _producer(fetch, count, stages: int, free_bars) -> None:
     fetch(i, slot)
 
 
+def _triangle(n: int, dtype) -> Array:
+  """The 0/1 upper-triangular ``[n, n]`` matrix: ``x @ T`` is the inclusive prefix sum of ``x``'s rows."""
+  return (jnp.arange(n)[:, None] <= jnp.arange(n)[None, :]).astype(dtype)
+
+
+def _store_row(buf, value: Array, dst) -> None:
+  """TMA-stores the row vector ``value`` through ``buf`` (step i's half of a ``[2, 64]`` float32 shared-memory
+  pair, ``i % 2``) to ``dst``, after the store issued from that buffer two steps ago has read it."""
+  plgpu.wait_smem_to_gmem(1, wait_read_only=True)
+  buf[...] = value
+  plgpu.commit_smem()
+  plgpu.copy_smem_to_gmem(buf, dst)
+
+
+def _pass_through(load_bar, free_bar, stages: int):
+  """A consumer's step for a ring slot it has no use for: wait for the load (which keeps this warpgroup's
+  barrier phases in step) and free the slot."""
+
+  def step(i, _):
+    slot = lax.rem(i, stages)
+    plgpu.barrier_wait(load_bar.at[slot])
+    plgpu.barrier_arrive(free_bar.at[slot])
+
+  return step
+
+
 def _wgmma_iota(shape, dim: int) -> Array:
   return plgpu.broadcasted_iota(jnp.int32, shape, dim, layout=plgpu.Layout.WGMMA)
 
@@ -202,18 +239,22 @@ def _backward_tile(s, dov, carry, dr, p_before, *, masked, q0, k0, tri16, trib, 
                    iota=_wgmma_iota, prefix=_prefix_product):  # fmt: skip
   """One ``[64 queries, 64 keys]`` tile of the backward, shared by the dq and dk/dv kernels.
 
-  Args: ``s`` the base-2 logits, ``dov()`` issuing the ``dO v^T`` product (after A's, as measured), and per
-  query row the carry before this key block, drem and P before this key block (wgmma row layout);
-  ``masked`` for the diagonal block, whose first query and key positions are ``q0`` and ``k0``. ``iota``
-  and ``prefix`` default to the Mosaic GPU primitives; the CPU tests pass ``jnp`` stand-ins to check this
-  arithmetic against the reference. Returns ``(A, a, dz)`` with ``a = A (dO.v - drem)`` and
-  ``dz = a - beta (P + prefix(a))``, masked pairs zero."""
+  Args: ``s`` the base-2 logits; ``dov()`` issuing the ``dO v^T`` product; ``carry()``, ``dr()`` and
+  ``p_before()`` reading, per query row (wgmma row layout), the carry before this key block, drem and P
+  before this key block. Each is called where its value is first needed (the order the dk/dv kernel was
+  measured with). ``masked`` for the diagonal block, whose first query and key positions are ``q0`` and
+  ``k0``. ``iota`` and ``prefix`` default to the Mosaic GPU primitives; the CPU tests pass ``jnp``
+  stand-ins to check this arithmetic against the reference. Returns ``(A, a, dz)`` with
+  ``a = A (dO.v - drem)`` and ``dz = a - beta (P + prefix(a))``, masked pairs zero."""
   shape = s.shape
   sp = _softplus2(s)
   visible = None
   if masked:
-    visible = iota(shape, 1) + k0 < iota(shape, 0) + q0
+    qpos = iota(shape, 0) + q0
+    kpos = iota(shape, 1) + k0
+    visible = kpos < qpos
   spm = sp if visible is None else jnp.where(visible, sp, 0.0)
+  carry = carry()
   rest = s - sp + _row(carry - spm.sum(axis=1), shape)
   w = jnp.exp2(prefix(rest, spm, tri16, jnp.float16, parts))
   gv = dov()
@@ -221,8 +262,8 @@ def _backward_tile(s, dov, carry, dr, p_before, *, masked, q0, k0, tri16, trib, 
   if visible is not None:
     w = jnp.where(visible, w, 0.0)
     beta = jnp.where(visible, beta, 0.0)
-  a = w * (gv - _row(dr, shape))
-  dz = a - beta * prefix(_row(p_before, shape), a, trib, jnp.bfloat16, 2)
+  a = w * (gv - _row(dr(), shape))
+  dz = a - beta * prefix(_row(p_before(), shape), a, trib, jnp.bfloat16, 2)
   if visible is not None:
     dz = jnp.where(visible, dz, 0.0)
   return w, a, dz
@@ -238,9 +279,9 @@ def _forward_call(q, k, v, *, scale: float, bs: MosaicBlockSizes, save_snap: boo
   scale2 = float(scale) * LOG2E
   num_q_tiles = t // bs.rows
   parts = bs.parts(dtype)
-  regs_compute, regs_memory = (232, 40) if wgs == 2 else (152, 40)
+  regs_compute, regs_memory = bs.registers
   num_kb = t // bk
-  tri = (jnp.arange(bk)[:, None] <= jnp.arange(bk)[None, :]).astype(jnp.float16)
+  tri = _triangle(bk, jnp.float16)
 
   def kernel(q_ref, k_ref, v_ref, tri_ref, o_ref, rem_ref, snap_ref, scratch):
     (qo_smem2, k_smem, v_smem, tri_smem2, rem_smem2, snap_smem2), barriers = scratch
@@ -304,25 +345,17 @@ def _forward_call(q, k, v, *, scale: float, bs: MosaicBlockSizes, save_snap: boo
         plgpu.barrier_arrive(k_free.at[slot])
         sp = _softplus2(s)
         if masked:
-          qpos = plgpu.broadcasted_iota(jnp.int32, (bq, bk), 0, layout=plgpu.Layout.WGMMA) + r0
-          kpos = plgpu.broadcasted_iota(jnp.int32, (bq, bk), 1, layout=plgpu.Layout.WGMMA) + kb * bk
+          qpos = _wgmma_iota((bq, bk), 0) + r0
+          kpos = _wgmma_iota((bq, bk), 1) + kb * bk
           visible = kpos < qpos
           spm = jnp.where(visible, sp, 0.0)
         else:
           spm = sp
         if save_snap:
-          _store_snapshot(carry, i, kb)
+          _store_row(snap_smem2.at[wg, lax.rem(i, 2)], carry, snap_ref.at[bi, h, kb, pl.ds(r0, bq)])
         carry_out = carry - spm.sum(axis=1)
         rest = s - sp + _row(carry_out, (bq, bk))
-        hi = spm.astype(jnp.float16)
-        lo = (spm - hi.astype(jnp.float32)).astype(jnp.float16) if parts == 2 else None
-
-        def scan(acc_ref):
-          plgpu.wgmma(acc_ref, hi, tri_smem)
-          if lo is not None:
-            plgpu.wgmma(acc_ref, lo, tri_smem)
-
-        log2a = pl.run_state(scan)(plgpu.ACC.init(rest))
+        log2a = _prefix_product(rest, spm, tri_smem, jnp.float16, parts)
         p = exp2_fma(log2a) if bs.exp2_fma else jnp.exp2(log2a)
         if masked:
           p = jnp.where(visible, p, 0.0)
@@ -335,13 +368,6 @@ def _forward_call(q, k, v, *, scale: float, bs: MosaicBlockSizes, save_snap: boo
         acc = pl.run_state(pv)(plgpu.ACC.init(acc))
         plgpu.barrier_arrive(v_free.at[slot])
         return acc, carry_out
-
-      def _store_snapshot(carry, i, kb):
-        snap_smem = snap_smem2.at[wg, lax.rem(i, 2)]
-        plgpu.wait_smem_to_gmem(1, wait_read_only=True)  # the copy from this buffer 2 steps ago is done
-        snap_smem[...] = carry
-        plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(snap_smem, snap_ref.at[bi, h, kb, pl.ds(r0, bq)])
 
       acc = plgpu.layout_cast(jnp.zeros((bq, d), jnp.float32), plgpu.Layout.WGMMA)
       carry = plgpu.layout_cast(jnp.zeros((bq,), jnp.float32), plgpu.Layout.WGMMA.reduce(1))
@@ -430,7 +456,7 @@ def forward(q, k, v, *, scale: float, block_sizes: Optional[MosaicBlockSizes] = 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# backward: dk, dv on Mosaic GPU (dq and the P snapshots still come from the Triton dq kernel)
+# backward: dq (with the P snapshots) and dk, dv on Mosaic GPU; `dq_mosaic`/`dkv_mosaic` choose per kernel
 
 
 def _dq_call(q, k, v, do, dr, csnap, *, scale: float, bs: MosaicBlockSizes):
@@ -447,8 +473,7 @@ def _dq_call(q, k, v, do, dr, csnap, *, scale: float, bs: MosaicBlockSizes):
   num_q_tiles = t // bs.rows
   num_kb = t // bk
   parts = bs.parts(dtype)
-  upper = jnp.arange(bk)[:, None] <= jnp.arange(bk)[None, :]
-  tri16, trib = upper.astype(jnp.float16), upper.astype(jnp.bfloat16)
+  tri16, trib = _triangle(bk, jnp.float16), _triangle(bk, jnp.bfloat16)
 
   def kernel(q_ref, k_ref, v_ref, do_ref, dr_ref, cs_ref, tri_ref, trib_ref, dq_ref, ps_ref, scratch):
     smem, barriers = scratch
@@ -462,7 +487,7 @@ def _dq_call(q, k, v, do, dr, csnap, *, scale: float, bs: MosaicBlockSizes):
 
     @pl.when(wg < wgs)
     def _compute():
-      plgpu.set_max_registers(232 if wgs == 2 else 152, action='increase')
+      plgpu.set_max_registers(bs.registers[0], action='increase')
       q_smem, do_smem, dr_smem = q_smem2.at[wg], do_smem2.at[wg], dr_smem2.at[wg]
       tri_smem, trib_smem, snap_smem_w = tri_smem2.at[wg], trib_smem2.at[wg], snap_smem2.at[wg]
       r0 = qi * bs.rows + wg * bq
@@ -478,10 +503,7 @@ def _dq_call(q, k, v, do, dr, csnap, *, scale: float, bs: MosaicBlockSizes):
       need = lax.div(r0 + bq + bk - 1, bk)
       first_band = lax.div(r0, bk)
 
-      def pass_through(i, _):
-        slot = lax.rem(i, stages)
-        plgpu.barrier_wait(load_bar.at[slot])
-        plgpu.barrier_arrive(free_bar.at[slot])
+      pass_through = _pass_through(load_bar, free_bar, stages)
 
       def step(kb, state, masked):
         dq, p_run = state
@@ -501,14 +523,10 @@ def _dq_call(q, k, v, do, dr, csnap, *, scale: float, bs: MosaicBlockSizes):
         def dov():
           return pl.run_scoped(dov_acc, plgpu.ACC((bq, bk), jnp.float32))
 
-        carry = _row_vector(cs_smem.at[slot, wg])
+        rows = (lambda: _row_vector(cs_smem.at[slot, wg]), lambda: dr, lambda: p_run)
         tiles = dict(tri16=tri_smem, trib=trib_smem, parts=parts)
-        _, a, dz = _backward_tile(s, dov, carry, dr, p_run, masked=masked, q0=r0, k0=kb * bk, **tiles)
-        snap = snap_smem_w.at[lax.rem(kb, 2)]
-        plgpu.wait_smem_to_gmem(1, wait_read_only=True)  # the store from this buffer 2 steps ago is done
-        snap[...] = p_run
-        plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(snap, ps_ref.at[bi, h, kb, pl.ds(r0, bq)])
+        _, a, dz = _backward_tile(s, dov, *rows, masked=masked, q0=r0, k0=kb * bk, **tiles)
+        _store_row(snap_smem_w.at[lax.rem(kb, 2)], p_run, ps_ref.at[bi, h, kb, pl.ds(r0, bq)])
 
         def dq_step(acc_ref):
           plgpu.wgmma(acc_ref, dz.astype(dtype), k_smem.at[slot])
@@ -530,7 +548,7 @@ def _dq_call(q, k, v, do, dr, csnap, *, scale: float, bs: MosaicBlockSizes):
 
     @pl.when(wg == wgs)
     def _memory():
-      plgpu.set_max_registers(40, action='decrease')
+      plgpu.set_max_registers(bs.registers[1], action='decrease')
       kvh = lax.div(h, g)
 
       def fetch(kb, slot):
@@ -598,8 +616,7 @@ def _dkv_call(q, k, v, do, dr, csnap, psnap, *, scale: float, bs: MosaicBlockSiz
   num_kt = t // (wgs * bk)
   num_qb = t // bq
   parts = bs.parts(dtype)
-  upper = jnp.arange(bk)[:, None] <= jnp.arange(bk)[None, :]
-  tri16, trib = upper.astype(jnp.float16), upper.astype(jnp.bfloat16)
+  tri16, trib = _triangle(bk, jnp.float16), _triangle(bk, jnp.bfloat16)
   loads_per_step = 3 + 2 * wgs  # q, dO, drem, and per warpgroup its carry and P snapshot rows
 
   def kernel(q_ref, k_ref, v_ref, do_ref, dr_ref, cs_ref, ps_ref, tri_ref, trib_ref, dk_ref, dv_ref, scratch):
@@ -616,7 +633,7 @@ def _dkv_call(q, k, v, do, dr, csnap, psnap, *, scale: float, bs: MosaicBlockSiz
 
     @pl.when(wg < wgs)
     def _compute():
-      plgpu.set_max_registers(232 if wgs == 2 else 152, action='increase')
+      plgpu.set_max_registers(bs.registers[0], action='increase')
       k_smem, v_smem, tri_smem, trib_smem = (
         k_smem2.at[wg],
         v_smem2.at[wg],
@@ -634,10 +651,7 @@ def _dkv_call(q, k, v, do, dr, csnap, psnap, *, scale: float, bs: MosaicBlockSiz
       plgpu.barrier_wait(tri_bar.at[wg])
       skip = lax.div(k0, bq) - qb0  # query blocks before this warpgroup's diagonal
 
-      def pass_through(i, _):
-        slot = lax.rem(i, stages)
-        plgpu.barrier_wait(load_bar.at[slot])
-        plgpu.barrier_arrive(free_bar.at[slot])
+      pass_through = _pass_through(load_bar, free_bar, stages)
 
       def step(i, state, masked):
         dk, dv = state
@@ -658,7 +672,8 @@ def _dkv_call(q, k, v, do, dr, csnap, psnap, *, scale: float, bs: MosaicBlockSiz
         def dov():
           return pl.run_scoped(dov_acc, plgpu.ACC((bq, bk), jnp.float32))
 
-        rows = (_row_vector(x) for x in (cs_smem.at[slot, wg], dr_smem.at[slot], ps_smem.at[slot, wg]))
+        refs = (cs_smem.at[slot, wg], dr_smem.at[slot], ps_smem.at[slot, wg])
+        rows = (functools.partial(_row_vector, ref) for ref in refs)
         w, _, dz = _backward_tile(
           s, dov, *rows, masked=masked, q0=qb * bq, k0=k0, tri16=tri_smem, trib=trib_smem, parts=parts
         )
@@ -689,7 +704,7 @@ def _dkv_call(q, k, v, do, dr, csnap, psnap, *, scale: float, bs: MosaicBlockSiz
 
     @pl.when(wg == wgs)
     def _memory():
-      plgpu.set_max_registers(40, action='decrease')
+      plgpu.set_max_registers(bs.registers[1], action='decrease')
 
       def fetch(i, slot):
         qrows = pl.ds((qb0 + i) * bq, bq)

@@ -93,6 +93,10 @@ def test_supported_and_block_sizes():
   assert kernel_mgpu.MosaicBlockSizes().parts(jnp.bfloat16) == 1
   assert kernel_mgpu.MosaicBlockSizes().parts(jnp.float16) == 2
   assert kernel_mgpu.MosaicBlockSizes(compute_wgs=3).rows == 192
+  assert kernel_mgpu.MosaicBlockSizes.parse('stages=3,scan_parts=1') == kernel_mgpu.MosaicBlockSizes(
+    stages=3, scan_parts=1
+  )
+  assert kernel_mgpu.MosaicBlockSizes(compute_wgs=3).registers == (152, 40)
   with pytest.raises(ValueError, match='scan_parts'):
     kernel_mgpu.MosaicBlockSizes(scan_parts=3)
   bwd = kernel_mgpu.backward_block_sizes(128, kernel_mgpu.MosaicBlockSizes())
@@ -132,7 +136,8 @@ def _emulated_backward(q, k, v, do, drem, scale):
   def tile(qb, kb, carry, p_before):
     rows, keys = slice(64 * qb, 64 * qb + 64), slice(64 * kb, 64 * kb + 64)
     return kernel_mgpu._backward_tile(
-      (q[rows] @ k[keys].T) * scale2, lambda: do[rows] @ v[keys].T, carry, drem[rows], p_before,
+      (q[rows] @ k[keys].T) * scale2, lambda: do[rows] @ v[keys].T,
+      lambda: carry, lambda: drem[rows], lambda: p_before,
       masked=qb == kb, q0=64 * qb, k0=64 * kb, tri16=None, trib=None, parts=1,
       iota=lambda shape, dim: lax.broadcasted_iota(jnp.int32, shape, dim), prefix=prefix,
     )  # fmt: skip
@@ -222,7 +227,7 @@ def test_gpu_mosaic_backward_matches_reference(b, t, n, kh, d, dtype, fields):
   ],
 )
 def test_gpu_block_size_variants_match_reference(fields):
-  bs = kernel_mgpu.MosaicBlockSizes(**{k: int(v) for k, v in (f.split('=') for f in fields.split(','))})
+  bs = kernel_mgpu.MosaicBlockSizes.parse(fields)
 
   def fwd_only(q, k, v):  # block_k=128 snapshots have no Triton backward: check the forward
     o, rem, _ = kernel_mgpu.forward(q, k, v, scale=q.shape[-1] ** -0.5, block_sizes=bs)

@@ -59,8 +59,7 @@ def main(argv):
 
   from attention import kernel_mgpu
 
-  fields = dict(kv.split('=') for kv in FLAGS.block_sizes.split(',') if kv)
-  bs = kernel_mgpu.MosaicBlockSizes(**{k: int(v) for k, v in fields.items()})
+  bs = kernel_mgpu.MosaicBlockSizes.parse(FLAGS.block_sizes)
   b, h, t = (int(x) for x in FLAGS.shape.split(','))
   for d in (int(x) for x in FLAGS.head_dims.split(',')):
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
