@@ -30,8 +30,8 @@ structure, and the ``gpu``-marked tests compare it with the reference on the dev
 Backward (:func:`stick_breaking_attention_mosaic`'s VJP): the deterministic scheme of
 :mod:`attention.kernel_gpu` (no atomics): a dq kernel over query blocks that also writes the P snapshots,
 then a dk/dv kernel over key blocks that rebuilds each tile from both snapshots. dk/dv runs on Mosaic GPU
-(:func:`_dkv_call`, ``dkv_mosaic=1``, the default); dq on Triton by default; a Mosaic dq
-(:func:`_dq_call`, ``dq_mosaic=1``) is written and lowers for CUDA but has not run on a GPU yet.
+(:func:`_dkv_call`, ``dkv_mosaic=1``) and dq (:func:`_dq_call`, ``dq_mosaic=1``) both run on Mosaic GPU by
+default (PERF.md v4, v5); either can be switched back to its Triton kernel.
 """
 
 from __future__ import annotations
@@ -75,9 +75,8 @@ class MosaicBlockSizes:
   exp2_fma: int = 0
   # 1: dk/dv by the Mosaic GPU kernel (`_dkv_call`; PERF.md v4); 0: by the Triton kernel
   dkv_mosaic: int = 1
-  # 1: dq and the P snapshots by the Mosaic GPU kernel (`_dq_call`); 0: by the Triton kernel. Written and
-  # lowered for CUDA (CPU tests), NOT yet run on a GPU (no device time was left): off until its gpu tests pass
-  dq_mosaic: int = 0
+  # 1: dq and the P snapshots by the Mosaic GPU kernel (`_dq_call`; PERF.md v5); 0: by the Triton kernel
+  dq_mosaic: int = 1
 
   def __post_init__(self):
     if self.block_q != 64:
@@ -841,7 +840,7 @@ def stick_breaking_attention_mosaic(
   scale: Optional[float] = None,
   block_sizes: Optional[MosaicBlockSizes] = None,
 ) -> Tuple[Array, Array]:
-  """Causal stick-breaking attention: Mosaic GPU forward, Pallas:Triton backward (same results as
+  """Causal stick-breaking attention: Mosaic GPU forward and backward (same results as
   :func:`attention.kernel_gpu.stick_breaking_attention_gpu`, which it calls for inputs the Mosaic kernel
   does not take: see :func:`supported`).
 

@@ -7,6 +7,9 @@ resource usage: registers, spills) or a profiler such as Nsight Compute (attenti
     ncu --kernel-name regex:mosaic --launch-skip 1 --launch-count 1 --section ComputeWorkloadAnalysis \\
       python -m attention.tools.mosaic_dump --head_dims=64 --shape=4,16,4096
 
+    (--backward runs forward+backward, so the dq and dk/dv kernels are launched too: three Mosaic kernels
+    per call, e.g. `--launch-skip 3 --launch-count 3`.)
+
 Then `python -m attention.tools.mosaic_dump --count=/tmp/dump` prints, per dumped SASS file, how many
 instructions of each opcode class the kernel has (whole kernel and the longest loop body).
 """
@@ -25,6 +28,9 @@ flags.DEFINE_string('head_dims', '64,128', 'Head dims to compile.')
 flags.DEFINE_string('block_sizes', '', 'MosaicBlockSizes fields, e.g. block_k=128.')
 flags.DEFINE_string('shape', '1,2,1024', 'B,H,T of the compiled call (D from --head_dims).')
 flags.DEFINE_integer('calls', 1, 'Calls after compiling (a profiler can pick one).')
+flags.DEFINE_bool(
+  'backward', False, 'Run forward+backward (the dq and dk/dv kernels too) instead of the forward.'
+)
 flags.DEFINE_string('count', '', 'Count opcodes in the SASS files of this dump folder instead of compiling.')
 
 CLASSES = {
@@ -64,7 +70,15 @@ def main(argv):
   for d in (int(x) for x in FLAGS.head_dims.split(',')):
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     q, k, v = (jax.random.normal(key, (b, t, h, d), jnp.bfloat16) for key in keys)
-    f = jax.jit(lambda q, k, v: kernel_mgpu.forward(q, k, v, scale=d**-0.5, block_sizes=bs))
+    if FLAGS.backward:
+
+      def loss(q, k, v):
+        o, _ = kernel_mgpu.stick_breaking_attention_mosaic(q, k, v, block_sizes=bs)
+        return jnp.sum(o.astype(jnp.float32) ** 2)
+
+      f = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+    else:
+      f = jax.jit(lambda q, k, v: kernel_mgpu.forward(q, k, v, scale=d**-0.5, block_sizes=bs))
     for _ in range(1 + FLAGS.calls):
       jax.block_until_ready(f(q, k, v))
     print('ran head dim', d, flush=True)

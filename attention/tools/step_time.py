@@ -124,12 +124,14 @@ def time_variant(config, variant: str, steps: int, repeats: int, trace_dir: str 
   state, stats = programs.train_chunk(state, train_data, steps)  # Compiles; its state goes on warm.
   jax.block_until_ready(stats)
   compile_s = time.perf_counter() - t0
+  logging.info('%s: first chunk (compile and run) %.1f s', variant, compile_s)
   chunk_s = []
   for _ in range(repeats):
     t0 = time.perf_counter()
     state, stats = programs.train_chunk(state, train_data, steps)
     jax.block_until_ready(stats)
     chunk_s.append(time.perf_counter() - t0)
+  logging.info('%s: %d timed chunks, median %.3f s', variant, repeats, statistics.median(chunk_s))
 
   ops = []
   if trace_dir:
