@@ -26,7 +26,7 @@ import json
 import os
 import random
 from fractions import Fraction
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Collection, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from eval_gsm import core
 from eval_gsm import templates as templates_lib
@@ -194,17 +194,23 @@ def _find_q2(
   seen_q2: Set[str],
   pool: str,
   budget: int,
+  combinations: Optional[Collection[Tuple[str, str]]] = None,
 ) -> Optional[core.Pair]:
   """The first accepted Q2 for ``q1`` (see DRAWS_PER_TEMPLATE for the search order), or None.
 
   Draws whose question is in ``seen_q2`` are skipped, and so are variables whose value already equals X (the
   paper modifies a number of Q2; an unchanged Q2 would make the modified split a copy of the original).
   The original and the modified Q2 question must both lie in ``pool`` (see `templates.question_pool`).
+  With ``combinations``, only Q2 templates ``t`` with ``(q1_template, t.name)`` in it are tried.
   """
   x = integer_answer(q1)
   if x is None:
     return None
-  others = [t for t in bank if t.name != q1_template]
+  others = [
+    t
+    for t in bank
+    if t.name != q1_template and (combinations is None or (q1_template, t.name) in combinations)
+  ]
   rng.shuffle(others)
   others.sort(key=lambda t: usage.get(t.name, 0))
   for t in others:
@@ -233,6 +239,12 @@ def _template_name(problem: core.Problem) -> Optional[str]:
   return problem.source[len('template:') :] if problem.source.startswith('template:') else None
 
 
+def template_combination(pair: core.Pair) -> Tuple[Optional[str], Optional[str]]:
+  """(Q1 template, Q2 template) of ``pair``: the combination its compositional question chains (None for a
+  problem that does not come from a template)."""
+  return _template_name(pair.q1), _template_name(pair.q2)
+
+
 def build_pairs(
   n: int,
   seed: int,
@@ -242,6 +254,7 @@ def build_pairs(
   with_indep: bool = True,
   q1_problems: Optional[Sequence[core.Problem]] = None,
   pool: str = 'test',
+  combinations: Optional[Collection[Tuple[str, str]]] = None,
 ) -> List[core.Pair]:
   """``n`` pairs, deterministic given ``seed``; ids 'p{seed}-{i:05d}'.
 
@@ -251,8 +264,10 @@ def build_pairs(
   ``with_indep``) is an unrelated problem: another of ``q1_problems`` when given, else a draw from a template
   used by neither Q1 nor Q2. Every generated question (Q1, both Q2s, indep_q1) lies in ``pool``: 'test'
   (default) for evaluation items, 'exemplar' for few-shot exemplars (see `templates.question_pool`; the two
-  never share a question), or 'any'. Raises `PairError` when ``n`` pairs cannot be reached within a bounded
-  number of attempts.
+  never share a question), or 'any'. ``combinations`` (a set of (Q1 template, Q2 template) names, see
+  `template_combination`) keeps only pairs of those combinations; Q2 templates are then balanced among the
+  ones the combinations allow. Raises `PairError` when ``n`` pairs cannot be reached within a bounded number
+  of attempts.
   """
   bank = _template_list(templates)
   if len(bank) < 2:
@@ -261,6 +276,13 @@ def build_pairs(
     raise PairError(f'build_pairs: n must be >= 0, got {n}')
   if pool not in templates_lib.POOLS:
     raise PairError(f'build_pairs: unknown pool {pool!r}; choose one of {templates_lib.POOLS}')
+  if combinations is not None and q1_problems is not None:
+    raise PairError('build_pairs: combinations name templates, so they need generated Q1s, not q1_problems')
+  if combinations is not None:
+    combinations = frozenset(combinations)
+    names = {t.name for t in bank}
+    if not any(a in names and b in names for a, b in combinations):
+      raise PairError('build_pairs: no combination in `combinations` has both templates in the bank')
   rng = random.Random(seed)
   external = None
   if q1_problems is not None:
@@ -280,7 +302,9 @@ def build_pairs(
     if q1 is None or (external is None and q1.question in seen_q1):
       continue
     pair_id = f'p{seed}-{len(pairs):05d}'
-    pair = _find_q2(q1, _template_name(q1), bank, usage, rng, pair_id, ratio, seen_q2, pool, budget)
+    pair = _find_q2(
+      q1, _template_name(q1), bank, usage, rng, pair_id, ratio, seen_q2, pool, budget, combinations
+    )
     if pair is None:
       continue
     seen_q1.add(q1.question)

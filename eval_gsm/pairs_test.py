@@ -190,6 +190,18 @@ def test_build_pairs_errors_are_one_line():
     P.build_pairs(2, seed=0, pool='train')
 
 
+def test_build_pairs_keeps_only_the_given_combinations():
+  names = sorted(T.TEMPLATES)
+  allowed = {(a, b) for a in names for b in names[:5] if a != b}  # Five templates may be Q2.
+  pairs = P.build_pairs(40, seed=5, combinations=allowed)
+  assert len(pairs) == 40 and all(P.template_combination(p) in allowed for p in pairs)
+  assert {P.template_combination(p)[1] for p in pairs} == set(names[:5])  # Q2 balanced among the allowed.
+  with pytest.raises(P.PairError, match='need generated Q1s'):
+    P.build_pairs(2, seed=0, combinations=allowed, q1_problems=[q1_with(3)])
+  with pytest.raises(P.PairError, match='no combination'):
+    P.build_pairs(2, seed=0, combinations={('nope', 'none')})
+
+
 def test_jsonl_round_trip(tmp_path, built):
   external = dataclasses.replace(built[0], q1=core.Problem('q', 's', 18.0, 'ext:0'), indep_q1=None)
   pairs = list(built[:20]) + [external]

@@ -2,8 +2,9 @@
 
 The workdir holds ``pairs.jsonl`` (the exact test items), ``models/<name>/`` per model (``items.jsonl``,
 ``summary.json``; the in-repo LM's checkpoints and metrics under ``models/inrepo/lm/``), ``report.md``,
-``report.html``, ``gap.png`` and ``results.json`` (the claims). Everything resumes: a finished model is read
-back, an interrupted one continues from its ``items.jsonl``.
+``report.html``, ``gap.png`` and ``results.json`` (the claims). The held-out models (``eval_gsm.heldout``)
+are asked their own pairs, ``models/<name>/pairs.jsonl``, and share one LM in ``models/inrepo_heldout/lm/``.
+Everything resumes: a finished model is read back, an interrupted one continues from its ``items.jsonl``.
 """
 
 import contextlib
@@ -17,9 +18,10 @@ from absl import logging
 
 from common import results, sft
 from common.errors import ConfigError
-from eval_gsm import core, evaluate, pairs as pairs_lib, prompts, readers, report, synthetic
+from eval_gsm import core, evaluate, heldout, pairs as pairs_lib, prompts, readers, report, synthetic
 
-REAL = ('inrepo', 'smollm2', 'smollm2_http', 'http')
+INREPO = ('inrepo',) + heldout.MODELS  # In-repo LMs: asked zero-shot in their training format.
+REAL = INREPO + ('smollm2', 'smollm2_http', 'http')
 MODELS = synthetic.KINDS + REAL
 PAIRS_FILE = 'pairs.jsonl'
 
@@ -50,6 +52,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for path_key in ('gsm8k_path', 'compositional_path', 'smollm2_path'):
     if config[path_key] and not os.path.exists(config[path_key]):
       raise ConfigError(f'{path_key} {config[path_key]!r} does not exist; fix the path or leave it empty')
+  heldout.validate(config)
 
 
 def load_pairs(config, workdir: str) -> List[core.Pair]:
@@ -73,11 +76,16 @@ def load_pairs(config, workdir: str) -> List[core.Pair]:
   return pairs
 
 
+def pairs_for(config, workdir: str, name: str, pairs: List[core.Pair]) -> List[core.Pair]:
+  """The pairs model ``name`` is asked: the held-out models' own (`heldout.test_pairs`), else ``pairs``."""
+  return heldout.test_pairs(config, workdir)[name] if name in heldout.MODELS else pairs
+
+
 def settings_for(config, name: str) -> evaluate.Settings:
   common_kw = dict(
     mode=config.mode, extraction=config.extraction, temperature=0.0, batch_size=config.batch_size
   )
-  if name == 'inrepo':  # Trained on zero-shot prompts; its answers are counted in characters.
+  if name in INREPO:  # Trained on zero-shot prompts; its answers are counted in characters.
     return evaluate.Settings(style='completion', shots=0, max_tokens=config.lm.max_new_tokens, **common_kw)
   style = ('chat' if config.http.chat else 'completion') if name == 'http' else config.style
   return evaluate.Settings(style=style, shots=config.shots, max_tokens=config.max_tokens, **common_kw)
@@ -93,7 +101,10 @@ def _jax_kwargs(config) -> dict:
 
 @contextlib.contextmanager
 def open_backend(config, name: str, model_dir: str, pairs, exemplars, settings):
-  """Yields ``(backend, details)`` for model ``name``; servers started here are stopped on exit."""
+  """Yields ``(backend, details)`` for model ``name``; servers started here are stopped on exit.
+
+  ``model_dir`` is ``<workdir>/models/<name>``.
+  """
   if name in synthetic.KINDS:
     s = config.synthetic
     backend = synthetic.make_backend(name, pairs, exemplars, settings, p1=s.p1, p2=s.p2, q=s.q, seed=s.seed)
@@ -107,6 +118,29 @@ def open_backend(config, name: str, model_dir: str, pairs, exemplars, settings):
     params, tokenizer, summary = lm.train(config.lm, os.path.join(model_dir, 'lm'), config.seed, pairs)
     model = sft.make_model(config.lm, tokenizer.vocab_size)
     yield jax_lm.JaxLMBackend(model, params, tokenizer, name='inrepo', **_jax_kwargs(config)), {'lm': summary}
+    return
+  if name in heldout.MODELS:  # One LM for both; trained disjoint from both full test sets.
+    from eval_gsm import lm
+
+    workdir = os.path.dirname(os.path.dirname(model_dir))
+    test = heldout.test_pairs(config, workdir)
+    held, _ = heldout.combinations_of(config)
+    lm_config = heldout.lm_config(config)
+    params, tokenizer, summary = lm.train(
+      lm_config,
+      os.path.join(workdir, heldout.LM_DIR),
+      config.seed,
+      [p for name_pairs in test.values() for p in name_pairs],
+      comp_excluded=held,
+    )
+    model = sft.make_model(lm_config, tokenizer.vocab_size)
+    h = config.heldout
+    details = {
+      'lm': summary,
+      'heldout': {'by': h.by, 'fraction': h.fraction, 'seed': h.seed, 'held_out_combinations': len(held)},
+      'pairs_file': os.path.join('models', name, heldout.PAIRS_FILE),
+    }
+    yield jax_lm.JaxLMBackend(model, params, tokenizer, name=name, **_jax_kwargs(config)), details
     return
   if name in ('smollm2', 'smollm2_http'):
     t0 = time.time()
@@ -157,6 +191,7 @@ def evaluate_model(config, workdir: str, name: str, pairs, exemplars) -> dict:
   model_dir = os.path.join(workdir, 'models', name)
   done = results.read_json(os.path.join(model_dir, evaluate.SUMMARY_FILE))
   limit = int(config.model_pairs.get(name, 0) or 0) if name in config.model_pairs else 0
+  pairs = pairs_for(config, workdir, name, pairs)
   subset = pairs[:limit] if limit else pairs
   if done is not None and done.get('n_pairs_asked') == len(subset):
     logging.info('%s is evaluated; reading it back', name)
@@ -238,6 +273,20 @@ def build_claims(config, summaries: dict) -> List[results.Claim]:
           + ('' if measurable else '; not measurable: S1*S2 below the floor'),
         )
       )
+  for name in heldout.MODELS:  # The gap of the held-out models means something only if they learnt singles.
+    if name in summaries and summaries[name]['n_pairs_asked'] >= config.min_pairs_for_gap:
+      s = summaries[name]
+      floor = config.heldout.min_single_accuracy
+      claims.append(
+        results.Claim(
+          f'G5 {name}: single problems learnt (report)',
+          f'S1 and S2 >= {floor}',
+          round(min(s['S1'], s['S2']), 4),
+          bool(min(s['S1'], s['S2']) >= floor),
+          'accuracy',
+          f'min(S1 {s["S1"]:.3f}, S2 {s["S2"]:.3f}) >= {floor}',
+        )
+      )
   return claims
 
 
@@ -257,14 +306,16 @@ def finish(
   """The report, the plot and ``results.json`` (claims) from the models' summaries."""
   for name, summary in summaries.items():
     settings = settings_for(config, name)
-    summary['n_items_expected'] = len(
-      evaluate.work_items(pairs[: summary['n_pairs_asked']], exemplars, settings)
-    )
+    asked = pairs_for(config, workdir, name, pairs)[: summary['n_pairs_asked']]
+    summary['n_items_expected'] = len(evaluate.work_items(asked, exemplars, settings))
   paths = report.write_report(
     summaries,
     workdir,
     title='Compositional GSM: the reasoning gap',
-    details={name: s.get('settings', {}) for name, s in summaries.items()},
+    details={
+      name: {**s.get('settings', {}), 'pairs': s.get('pairs_file', PAIRS_FILE)}
+      for name, s in summaries.items()
+    },
   )
   claims = build_claims(config, summaries)
   plots = [os.path.relpath(p, workdir) for p in paths.values() if p.endswith('.png')]

