@@ -268,6 +268,9 @@ def _backward_tile(s, dov, carry, dr, p_before, *, masked, q0, k0, tri16, trib, 
   return w, a, dz
 
 
+# The three kernel calls are jitted with their settings static, so that a model calling them once per layer
+# lowers one copy of each kernel per shape instead of one per call site (PERF.md, v5: 18 layers).
+@functools.partial(jax.jit, static_argnames=('scale', 'bs', 'save_snap'))
 def _forward_call(q, k, v, *, scale: float, bs: MosaicBlockSizes, save_snap: bool):
   """Unpadded-geometry kernel call: ``T`` a multiple of ``bs.rows``. Returns (o, rem, carry_snap | None)."""
   b, t, n, d = q.shape
@@ -458,6 +461,7 @@ def forward(q, k, v, *, scale: float, block_sizes: Optional[MosaicBlockSizes] = 
 # backward: dq (with the P snapshots) and dk, dv on Mosaic GPU; `dq_mosaic`/`dkv_mosaic` choose per kernel
 
 
+@functools.partial(jax.jit, static_argnames=('scale', 'bs'))
 def _dq_call(q, k, v, do, dr, csnap, *, scale: float, bs: MosaicBlockSizes):
   """dq ``[B, T, N, D]`` and the P snapshots ``[B, N, T // 64, T]`` (P = sum of ``a`` over the key blocks
   before each block) for :func:`_dkv_call`; the layout of the forward (``compute_wgs`` warpgroups of 64
@@ -595,6 +599,7 @@ def _dq_call(q, k, v, do, dr, csnap, *, scale: float, bs: MosaicBlockSizes):
   return dq, psnap
 
 
+@functools.partial(jax.jit, static_argnames=('scale', 'bs'))
 def _dkv_call(q, k, v, do, dr, csnap, psnap, *, scale: float, bs: MosaicBlockSizes):
   """dk, dv ``[B, T, K, D]`` from the snapshots of the forward (carry) and of the dq kernel (P).
 

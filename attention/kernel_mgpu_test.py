@@ -64,6 +64,26 @@ def test_backward_kernels_lower_for_cuda_as_one_mosaic_kernel_each(d, kh):
   assert [o.shape for o in jax.tree.leaves(lowered.out_info)] == [(1, t, n, d), (1, n, t // 64, t)]
 
 
+def test_chained_layers_lower_each_kernel_once():
+  """A model calls the kernels once per layer: four layers' gradient holds as many Mosaic kernels as two
+  layers' (one more than a single layer's three), not twice
+  as many (PERF.md v5: per-call-site lowering cost an 18-layer model minutes)."""
+  q = jax.ShapeDtypeStruct((1, 384, 2, 64), jnp.bfloat16)
+
+  def kernels(layers):
+    def loss(q, k, v):
+      x = q
+      for _ in range(layers):
+        x = kernel_mgpu.stick_breaking_attention_mosaic(x, k, v)[0]
+      return jnp.sum(x.astype(jnp.float32))
+
+    lowered = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(q, q, q).lower(lowering_platforms=('cuda',))
+    return lowered.as_text().count('custom_call @mosaic_gpu')
+
+  two = kernels(2)
+  assert two >= 3 and kernels(4) == two
+
+
 def test_forward_rejects_what_it_cannot_take():
   with pytest.raises(ValueError, match='multiple of 128'):
     _lower(192, 2, 2, 64, False)
