@@ -3,7 +3,8 @@
 Each stage is a sub-run of the workdir with its own checkpoints and metrics (`vlm/`, `wm/`, with
 `wm.connector_finetune_steps > 0` also `wm_connector_ft/`, `behaviour/<method>_<prompt>/`); rerunning the
 same command resumes the unfinished stage and skips finished ones (a behaviour run is finished once its
-`final.json` holds the reward check, which runs before its learning). Every loop is a jitted `lax.scan` in
+`final.json` holds the reward check, which runs before its learning; it also holds `target_frames.png` and
+the rollout strips `rollout.png`/`rollout.gif`, `strips.py`). Every loop is a jitted `lax.scan` in
 chunks; randomness is `fold_in(key, step)` of purpose-named keys, so a resumed run equals an uninterrupted one.
 The jitted functions are cached per config (`_functions`), so a second run in one process compiles nothing.
 """
@@ -31,6 +32,7 @@ from world_models import connector as connector_lib
 from world_models import env_select
 from world_models import reward as reward_lib
 from world_models import rssm
+from world_models import strips
 from world_models import vlm
 
 METHODS = ('genrl', 'genrl_data_free', 'genrl_no_aligner', 'vlm_reward')
@@ -71,6 +73,18 @@ def validate(config) -> None:
     raise ConfigError('checkpoint_every must be a multiple of log_every (checkpoints happen between chunks)')
   if b.horizon < 2:
     raise ConfigError(f'behaviour.horizon={b.horizon} must be >= 2')
+  s = config.strips
+  if not all(isinstance(v, int) for v in (s.frames, s.stride, s.scale, s.frame_ms)):
+    raise ConfigError(f'strips.frames/stride/scale/frame_ms must be ints, got {s.to_dict()}')
+  if s.frames < 0 or s.stride < 1 or s.scale < 1 or s.frame_ms < 1:
+    raise ConfigError(
+      f'strips: frames must be >= 0 (0 = off), stride, scale, frame_ms >= 1; got {s.to_dict()}'
+    )
+  if s.frames and (s.frames - 1) * s.stride >= config.env.episode_length:
+    raise ConfigError(
+      f'strips.frames={s.frames} x strips.stride={s.stride} do not fit one episode of '
+      f'env.episode_length={config.env.episode_length} steps: need (frames - 1) * stride < episode_length'
+    )
   unknown = [m for m in b.methods if m not in METHODS]
   if unknown or not b.methods:
     raise ConfigError(f'unknown behaviour.methods {unknown or "(empty)"}: choose from {list(METHODS)}')
@@ -460,11 +474,12 @@ def behaviour_step(state: BehaviourState, step, *, parts: Parts, method, wm_stat
 # ----- evaluation in the real environment ---------------------------------------------------------------
 
 
-def rollout(parts: Parts, wm_params, actor_params, task, rng, kind):
+def rollout(parts: Parts, wm_params, actor_params, task, rng, kind, *, keep_first=False):
   """`eval.episodes` real episodes of policy `kind` ('actor', 'random' or 'expert'), frames filtered through
   the world model's posterior; the initial states and random actions depend on `rng` only, so every kind
   starts from the same states. Returns time-major (rewards r_t = task reward after action t, posterior
-  stoch z_t of the frame of state s_t, task reward of s_t)."""
+  stoch z_t of the frame of state s_t, task reward of s_t); with `keep_first` also episode 0's rendered
+  frames (L, S, S, 3) and posterior states (L, ...), for the rollout strips."""
   c, env = parts.config, parts.env
   episodes, length, size = c.eval.episodes, c.env.episode_length, c.env.image_size
   starts = jax.vmap(env.reset)(jax.random.split(jax.random.fold_in(rng, 0), episodes))
@@ -487,25 +502,61 @@ def rollout(parts: Parts, wm_params, actor_params, task, rng, kind):
     reward_now = jax.vmap(lambda s: env.task_reward(task, s))(env_state)
     env_state = jax.vmap(env.step)(env_state, action)
     r = jax.vmap(lambda s: env.task_reward(task, s))(env_state)
-    return (env_state, wm_state, action), (r, wm_state['stoch'], reward_now)
+    out = (r, wm_state['stoch'], reward_now)
+    if keep_first:
+      out += (frames[0], jax.tree.map(lambda x: x[0], wm_state))
+    return (env_state, wm_state, action), out
 
   init_wm = parts.wm.apply({'params': wm_params}, episodes, method=rssm.WorldModel.initial)
   carry = (starts, init_wm, jnp.zeros((episodes, env.ACTION_DIM)))
-  _, (rewards, stoch, reward_now) = jax.lax.scan(body, carry, jnp.arange(length))
-  return rewards, stoch, reward_now
+  _, out = jax.lax.scan(body, carry, jnp.arange(length))
+  return out
+
+
+def strip_rows(parts: Parts, wm_params, actor_params, frames, posts, rng):
+  """The rollout strips of evaluation episode 0 (`rollout(..., keep_first=True)`'s `frames` and `posts`):
+  `strips.frames` frames `strips.stride` env steps apart, from step 0. 'real': the rendered frames;
+  'reconstructed': the world model's decoding of its posterior of them (filtered, as the actor saw them);
+  'imagined': the world model's prior rollout from the same first posterior state with the actor's mode
+  actions, open loop (no frame after the first is seen), decoded. Each (frames, S, S, 3) in [0, 1]."""
+  s = parts.config.strips
+  idx = jnp.arange(s.frames) * s.stride
+  start = jax.tree.map(lambda x: x[:1], posts)
+
+  def policy(state, rng_a):
+    del rng_a
+    return behaviour.mode_action(*parts.actor.apply({'params': actor_params}, rssm.feature(state)))
+
+  states, _ = rssm.imagine(parts.wm, wm_params, start, policy, (s.frames - 1) * s.stride, rng)
+
+  def decode(stoch):
+    return jnp.clip(parts.wm.apply({'params': wm_params}, stoch, method=rssm.WorldModel.decode), 0, 1)
+
+  return {
+    'real': frames[idx],
+    'reconstructed': decode(posts['stoch'][idx]),
+    'imagined': decode(states['stoch'][idx, 0]),
+  }
 
 
 def evaluate(parts: Parts, wm_params, actor_params, task, rng):
   """Mean episode returns of the actor (filtering frames through the world model's posterior), a uniform
-  random policy and the scripted expert, from the same initial states; task is a traced index."""
+  random policy and the scripted expert, from the same initial states; task is a traced index. Also
+  returns the rollout strips of the actor's first episode (`strip_rows`; {} when `strips.frames` is 0)."""
 
   def run(kind):
-    rewards, _, _ = rollout(parts, wm_params, actor_params, task, rng, kind)
+    rewards = rollout(parts, wm_params, actor_params, task, rng, kind)[0]
     return jnp.mean(jnp.sum(rewards, 0))
 
-  policy, rand, expert = run('actor'), run('random'), run('expert')
+  rewards, _, _, frames, posts = rollout(parts, wm_params, actor_params, task, rng, 'actor', keep_first=True)
+  policy = jnp.mean(jnp.sum(rewards, 0))
+  rand, expert = run('random'), run('expert')
   normalised = (policy - rand) / jnp.maximum(expert - rand, 1e-6)
-  return {'return': policy, 'random_return': rand, 'expert_return': expert, 'normalised_score': normalised}
+  scores = {'return': policy, 'random_return': rand, 'expert_return': expert, 'normalised_score': normalised}
+  rows = {}
+  if parts.config.strips.frames:
+    rows = strip_rows(parts, wm_params, actor_params, frames, posts, jax.random.fold_in(rng, 2))
+  return scores, rows
 
 
 def reward_check(parts: Parts, method, wm_params, vlm_params, target, task, rng):
@@ -708,14 +759,16 @@ def video_prompt_frames(config, task, rng):
   return frames[None, -n:]
 
 
-def save_strip(path, frames):
-  """Frames (T, S, S, 3) in [0, 1] side by side as one PNG."""
-  import matplotlib
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
-  plt.imsave(path, np.concatenate(list(np.clip(frames, 0, 1)), axis=1))
+def save_rollout_strips(config, sub, rows, target_frames):
+  """`rollout.png` and `rollout.gif` in the behaviour run's folder `sub`, rows top to bottom: real,
+  reconstructed, imagined (`strip_rows`) and target (the prompt's decoded target latents at the same stride;
+  the reward aligns them by a best offset). Nothing when `strips.frames` is 0."""
+  s = config.strips
+  if not s.frames:
+    return
+  ordered = {k: np.asarray(rows[k]) for k in ('real', 'reconstructed', 'imagined')}
+  ordered['target'] = target_frames[:: s.stride][: s.frames]
+  strips.save_rollout(sub, ordered, scale=s.scale, frame_ms=s.frame_ms)
 
 
 def train_behaviour(fns: Functions, config, workdir, method, prompt, wm_state, vlm_params, data, rng):
@@ -767,11 +820,13 @@ def train_behaviour(fns: Functions, config, workdir, method, prompt, wm_state, v
         state, chunk_metrics = fns.behaviour_chunk(state, inputs, end - begin, method)
         writer.write(end, {'train': chunk_metrics})
         ckpt.save(end, state)
-  scores = fns.evaluate(
+  scores, rows = fns.evaluate(
     wm_state.wm_params, state.actor_params, jnp.int32(task), jax.random.fold_in(rng, 1000)
   )
   rank, frames = fns.rank(vlm_params, wm_state.wm_params, latents, jnp.int32(task))
-  save_strip(os.path.join(sub, 'target_frames.png'), np.asarray(frames))
+  frames = np.asarray(frames)
+  strips.save_png(os.path.join(sub, 'target_frames.png'), {'target': frames}, labels=False)
+  save_rollout_strips(config, sub, jax.device_get(rows), frames)
   final = {k: float(v) for k, v in jax.device_get(scores).items()}
   final['target_rank'] = int(rank)
   final['reward_check'] = check

@@ -15,6 +15,7 @@ import pytest
 from common import metrics
 from common import results
 from common.errors import ConfigError
+from world_models import strips
 from world_models import train
 from world_models import vlm
 from world_models.configs import default
@@ -55,6 +56,45 @@ def test_end_to_end_writes_results(run):
   assert all(np.isfinite(v) for r in rows for v in r.values())
   assert os.path.exists(os.path.join(run, 'wm_loss.png'))
   assert not os.path.exists(os.path.join(run, 'wm_connector_ft'))  # Off by default.
+
+
+def test_rollout_strips_written(run):
+  """rollout.png / rollout.gif: rows real, reconstructed, imagined, target; `strips.frames` frames."""
+  from PIL import Image
+
+  c = tiny_config()
+  s, size = c.strips, c.env.image_size * c.strips.scale
+  behaviour_dir = os.path.join(run, 'behaviour', 'genrl_arm_pointing_up')
+  margin = strips.label_width(['real', 'reconstructed', 'imagined', 'target'])
+  with Image.open(os.path.join(behaviour_dir, 'rollout.png')) as image:
+    assert image.size == (margin + s.frames * size, 4 * size)
+    pixels = np.asarray(image.convert('RGB'))
+  real = pixels[:size, margin:]
+  assert real.std() > 0  # The arm is drawn.
+  with Image.open(os.path.join(behaviour_dir, 'rollout.gif')) as image:
+    assert image.n_frames == s.frames and image.size == (margin + size, 4 * size + 2 * s.scale)
+  with Image.open(os.path.join(behaviour_dir, 'target_frames.png')) as image:
+    assert image.size == (c.behaviour.horizon * c.env.image_size, c.env.image_size)
+
+
+def test_strip_real_row_is_the_evaluated_episode():
+  """The strip's real frames are episode 0 of the actor's evaluation, and the imagined row starts at its
+  first posterior state (both decode the same first latent)."""
+  c = tiny_config()
+  fns = train.functions(c)
+  parts, rng = fns.parts, jax.random.PRNGKey(3)
+  # Committed, as in a run, so the run's compiled `evaluate` serves this call.
+  wm_params = train._commit(fns.init_wm(rng).wm_params)
+  actor_params = train._commit(fns.init_behaviour(rng).actor_params)
+  scores, rows = fns.evaluate(wm_params, actor_params, jnp.int32(0), rng)
+  idx = np.arange(c.strips.frames) * c.strips.stride
+  keys = jax.random.split(jax.random.fold_in(rng, 0), c.eval.episodes)
+  state = jax.tree.map(lambda x: x[0], jax.vmap(parts.env.reset)(keys))
+  first = parts.env.render(state, c.env.image_size)
+  np.testing.assert_allclose(rows['real'][0], first, atol=1e-6)
+  assert rows['real'].shape == (c.strips.frames, c.env.image_size, c.env.image_size, 3)
+  np.testing.assert_allclose(rows['imagined'][0], rows['reconstructed'][0], atol=1e-6)
+  assert np.isfinite(float(scores['normalised_score'])) and len(idx) == rows['imagined'].shape[0]
 
 
 def test_reward_check_written(run):
@@ -202,6 +242,9 @@ def test_stickman_end_to_end(tmp_path):
     ('wm.connector_finetune_steps', 3, 'multiple of wm.log_every'),
     ('wm.connector_finetune_steps', -10, 'must be an int >= 0'),
     ('behaviour.video_dir', '/nonexistent', "needs behaviour.modality='video'"),
+    ('strips.frames', 12, r'do not fit one episode of env.episode_length=32'),
+    ('strips.stride', 0, 'stride, scale, frame_ms >= 1'),
+    ('strips.frames', -1, 'frames must be >= 0'),
   ],
 )
 def test_bad_config_is_one_line_config_error(key, value, match):

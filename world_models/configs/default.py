@@ -17,9 +17,10 @@ actor-critic learned in imagination from the prompt's target latents -> evaluati
 
 `:smoke` (CPU, under 2 minutes; research note section 5.3): 32x32 frames, 16 envs x 64 steps, VLM width 8
 for 60 steps on 4-frame clips, RSSM deter 64 / stoch 8x8 / CNN depth 8 for 30 steps on 8 x 16 sequences,
-one text prompt, 10 actor-critic steps with horizon 12. Expected: all losses finite, the world-model loss
-falls, the crafted reward and alignment checks hold, no connector gradient reaches the world model, the
-aligner lowers the cosine distance of noisy embeddings. Behaviour scores at this size are noise.
+one text prompt, 10 actor-critic steps with horizon 12, rollout strips of 4 frames 3 steps apart. Expected:
+all losses finite, the world-model loss falls, the crafted reward and alignment checks hold, no connector
+gradient reaches the world model, the aligner lowers the cosine distance of noisy embeddings. Behaviour
+scores at this size are noise.
 
 Without `smoke` this is the `gpu` plan's sizes (configs/gpu.py adds the acceptance claims and methods).
 """
@@ -118,6 +119,10 @@ def get_config(arg=None):
     }
   )
   c.eval = ml_collections.ConfigDict({'episodes': 16})
+  # Rollout strips per behaviour run (`behaviour/<run>/rollout.png` and `rollout.gif`): `frames` frames
+  # `stride` env steps apart of the actor's first evaluation episode (real, reconstructed by the world
+  # model, imagined open loop from the same first state) and of the prompt's decoded target; 0 frames = off.
+  c.strips = ml_collections.ConfigDict({'frames': 16, 'stride': 4, 'scale': 2, 'frame_ms': 200})
   # The gpu plan's acceptance (research note section 5.4); configs/gpu.py turns it on.
   c.acceptance = ml_collections.ConfigDict(
     {'enabled': False, 'min_score': 0.6, 'min_prompts': 3, 'min_margin': 0.1, 'min_data_free_ratio': 0.8}
@@ -136,6 +141,7 @@ def get_config(arg=None):
     c.behaviour.update(data_free_batch=16, steps=10, actor_lr=1e-3, critic_lr=1e-3, slow_critic_every=5)
     c.behaviour.update(log_every=5, checkpoint_every=5)
     c.eval.episodes = 4
+    c.strips.update(frames=4, stride=3)
   if arg.stickman:
     c.env.name = 'stickman'
     c.behaviour.prompts = ('stickman arms up',) if arg.smoke else STICKMAN_PROMPTS
