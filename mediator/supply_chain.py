@@ -44,6 +44,7 @@ import math
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from common.errors import ConfigError
 from mediator import checks
@@ -125,6 +126,11 @@ class SupplyChain:
     excess_a: what happens to A's unfilled excess: 'late' (the §5.4 note: delivered late_delay_a steps
       later, paid at order time) or 'lost' (as in the static capacity game: never delivered, not paid,
       and each unit costs the penalty `lost_sale`), which makes over-using A costly to every factory.
+    full_global_state: what the manager observes (`global_state`). True (default): the whole state, so
+      the manager sees everything any factory sees (the paper: the manager observes the global state),
+      including each factory's last demand and its last order from A and from B. False: the summary used
+      before 2026-11-28 (inventories, pipelines, total last A order, time), which cannot tell which
+      factory ordered from B last step; kept to reproduce the README's earlier GPU rows.
   """
 
   num_factories: int = 4
@@ -144,10 +150,15 @@ class SupplyChain:
   bonus_levels: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5)
   initial_inventory: float = 4.0
   excess_a: str = 'late'
+  full_global_state: bool = True
 
   def __post_init__(self):
     if self.excess_a not in EXCESS_A:
       raise ConfigError(f'excess_a must be one of {", ".join(EXCESS_A)}, got {self.excess_a!r}')
+    if not isinstance(self.full_global_state, (bool, np.bool_)):
+      raise ConfigError(
+        f'SupplyChain: `full_global_state` must be True or False, got {self.full_global_state!r}'
+      )
     checks.check_int('SupplyChain', 'num_factories', self.num_factories, 1)
     checks.check_int('SupplyChain', 'episode_length', self.episode_length, 1)
     checks.check_int('SupplyChain', 'max_order', self.max_order, 1)
@@ -206,8 +217,10 @@ class SupplyChain:
 
   @property
   def global_state_dim(self) -> int:
-    """N (inventories) + N·L (pipelines) + 1 (last total A order) + 1 (time)."""
-    return self.num_factories * (1 + self.pipeline_len) + 2
+    """N (inventories) + N·L (pipelines) + 1 (last total A order) + 1 (time), then with
+    `full_global_state` N (last demands) + 2N (last orders from A and from B)."""
+    extra = 3 * self.num_factories if self.full_global_state else 0
+    return self.num_factories * (1 + self.pipeline_len) + 2 + extra
 
   # ---------------------------------------------------------------------------------------------------
   # Actions
@@ -344,15 +357,18 @@ class SupplyChain:
 
   def global_state(self, state: SupplyChainState) -> jax.Array:
     """float32[global_state_dim] for the manager: [I/I_max (N), P/M flattened row-major (N·L),
-    Σ_i last units_a_i / K_A, t/T]."""
-    return jnp.concatenate(
-      [
-        state.inventory / self.max_inventory,
-        jnp.reshape(state.pipeline / self.max_order, (-1,)),
-        jnp.sum(state.last_orders[:, 0], keepdims=True) / self.capacity_a,
-        jnp.reshape(state.t.astype(jnp.float32) / self.episode_length, (1,)),
-      ]
-    ).astype(jnp.float32)
+    Σ_i last units_a_i / K_A, t/T], then with `full_global_state` [last d/rate (N), last (A, B) orders/M
+    flattened row-major (2N)]: every field of the state, so each factory's observation (less its id) is
+    a function of the manager's."""
+    parts = [
+      state.inventory / self.max_inventory,
+      jnp.reshape(state.pipeline / self.max_order, (-1,)),
+      jnp.sum(state.last_orders[:, 0], keepdims=True) / self.capacity_a,
+      jnp.reshape(state.t.astype(jnp.float32) / self.episode_length, (1,)),
+    ]
+    if self.full_global_state:
+      parts += [state.last_demand / self.demand_rate, jnp.reshape(state.last_orders / self.max_order, (-1,))]
+    return jnp.concatenate(parts).astype(jnp.float32)
 
   # ---------------------------------------------------------------------------------------------------
   # Incentives

@@ -58,7 +58,7 @@ def _run(env, state, action_seq, demand=None):
 def test_sizes_and_action_coding():
   assert ENV.num_actions == 14 and ENV.pipeline_len == 3
   assert ENV.obs_dim == 1 + 3 + 1 + 2 + 4 + 1 == 12
-  assert ENV.global_state_dim == 4 + 4 * 3 + 2 == 18
+  assert ENV.global_state_dim == 4 + 4 * 3 + 2 + 4 + 4 * 2 == 30
   units_a, units_b = ENV.decode_actions(jnp.array([0, 6, 7, 13]))
   np.testing.assert_array_equal(units_a, [0, 6, 0, 0])
   np.testing.assert_array_equal(units_b, [0, 0, 0, 6])
@@ -177,7 +177,10 @@ def test_reset_observation_and_global_state():
   np.testing.assert_allclose(g[:4], [0.1] * 4, rtol=1e-6)
   np.testing.assert_allclose(g[4:16].reshape(4, 3), np.asarray(state.pipeline) / 6, rtol=1e-6)
   # Total A ordered last step 6 over capacity 5; t/T = 1/50.
-  np.testing.assert_allclose(g[16:], [6 / 5, 0.02], rtol=1e-6)
+  np.testing.assert_allclose(g[16:18], [6 / 5, 0.02], rtol=1e-6)
+  # Then every factory's last demand (2/4) and its last (A, B) order over M = 6.
+  np.testing.assert_allclose(g[18:22], [0.5] * 4, rtol=1e-6)
+  np.testing.assert_allclose(g[22:].reshape(4, 2), [[0, 0], [1, 0], [0, 0], [0, 0.5]], rtol=1e-6)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -303,3 +306,25 @@ def test_demand_is_jax_poisson_without_a_while_loop(rate):
   jaxpr = str(jax.make_jaxpr(jax.vmap(env.step))(states, jnp.zeros((8, 4), jnp.int32), keys[:8]))
   assert 'while[' not in jaxpr
   assert 'while[' in str(jax.make_jaxpr(jax.vmap(lambda k: jax.random.poisson(k, rate, (4,))))(keys[:8]))
+
+
+def test_manager_sees_every_factory_observation():
+  """The paper's manager observes the global state: any two states that some factory observes differently
+  must give the manager different inputs (its id aside). Before 2026-11-28 the manager saw only the total
+  last order from A, so it could not tell which factory had ordered from B, nor the last demands."""
+  base = ENV.reset(jax.random.key(0))
+  swapped = base.replace(last_orders=jnp.array([[3.0, 0.0], [0.0, 2.0], [0.0, 0.0], [0.0, 0.0]]))
+  moved = base.replace(last_orders=jnp.array([[0.0, 2.0], [3.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+  demand = moved.replace(last_demand=jnp.array([1.0, 4.0, 4.0, 4.0]))
+  pairs = [(swapped, moved), (moved, demand)]
+  for a, b in pairs:
+    assert not np.array_equal(_jit_observe(ENV, a), _jit_observe(ENV, b))
+    assert not np.array_equal(_jit_global(ENV, a), _jit_global(ENV, b))
+  # The earlier summary (`full_global_state=False`) keeps its old size and cannot separate them.
+  summary = SupplyChain(full_global_state=False)
+  assert summary.global_state_dim == ENV.global_state_dim - 3 * ENV.num_factories == 18
+  for a, b in pairs:
+    np.testing.assert_array_equal(_jit_global(summary, a), _jit_global(summary, b))
+    np.testing.assert_array_equal(_jit_global(summary, a), _jit_global(ENV, a)[:18])
+  with pytest.raises(ConfigError, match='full_global_state'):
+    SupplyChain(full_global_state='yes')

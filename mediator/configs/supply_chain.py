@@ -39,6 +39,8 @@ def get_config(arg=None):
       'cost_a': 1.0,
       'cost_b': 2.5,
       'bonus_levels': (0.0, 0.1, 0.2, 0.3, 0.5),
+      # The manager sees the whole state (False: the summary behind the GPU rows before 2026-11-28).
+      'full_global_state': True,
     }
   )
   c.managers = ('none', 'incentives')
