@@ -125,12 +125,15 @@ def make_network(
   num_atoms: int = 1,
   dueling: bool = False,
   noisy: bool = False,
+  noisy_sigma0: float = 0.5,
 ) -> networks.QNetwork:
   """The Q-network of ``variant`` (a name or id V0-V6) for frames ``obs_shape`` and ``num_actions``.
 
   The head is :class:`common.rl.networks.QNetwork`'s on the penultimate output: ``[A]`` Q-values, or
   ``[A, num_atoms]`` C51 logits (DER/Rainbow, with ``dueling=True``), with NoisyNet layers if ``noisy``
-  (the head only: Dopamine's noisy SoftMoE experts are not reproduced). The variant is checked against the
+  (the head only: Dopamine's noisy SoftMoE experts are not reproduced) whose initial noise scale is
+  ``noisy_sigma0`` (``NoisyDense.sigma0``: 0.1 in DER and Dopamine, 0.5 in Fortunato et al. and Rainbow;
+  `config.der.noisy_sigma0`). The variant is checked against the
   encoder's feature map here (pure Python, before any tracing).
   """
   layers = encoder_layers(encoder, conv_features, conv_layers)
@@ -141,5 +144,10 @@ def make_network(
   conv = impala_encoder(layers) if encoder == 'impala' else ConvEncoder(layers=layers)
   torso = Torso(encoder=conv, penultimate=pen)
   return networks.QNetwork(
-    torso=torso, num_actions=num_actions, num_atoms=num_atoms, dueling=dueling, noisy=noisy
+    torso=torso,
+    num_actions=num_actions,
+    num_atoms=num_atoms,
+    dueling=dueling,
+    noisy=noisy,
+    noisy_sigma0=noisy_sigma0,
   )

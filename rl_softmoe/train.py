@@ -115,10 +115,15 @@ def hparams(config) -> dqn.HParams:
 
 def head(config) -> Dict[str, Any]:
   """The Q head's options of `encoder.make_network`: a scalar head for 'dqn'; atoms, dueling and noisy
-  layers for 'der'."""
+  layers (with their initial noise scale `der.noisy_sigma0`) for 'der'."""
   if config.agent == 'der':
     d = config.der
-    return {'num_atoms': int(d.num_atoms), 'dueling': bool(d.dueling), 'noisy': bool(d.noisy)}
+    return {
+      'num_atoms': int(d.num_atoms),
+      'dueling': bool(d.dueling),
+      'noisy': bool(d.noisy),
+      'noisy_sigma0': float(d.noisy_sigma0),
+    }
   return {}
 
 
@@ -129,6 +134,10 @@ FRAME_SHAPES = {'minatar': (10, 10, 1), 'atari': (84, 84, 4)}
 def validate(config) -> None:
   """Every check that needs no compilation: agent, games, variants, sizes, hyper-parameters."""
   _preset(config)
+  if config.agent == 'der':
+    sigma0 = config.der.noisy_sigma0
+    if isinstance(sigma0, bool) or not isinstance(sigma0, (int, float)) or not sigma0 >= 0:
+      raise ConfigError(f'der.noisy_sigma0 must be a number >= 0, got {sigma0!r}')
   games.check_games(config.env, config.games, config.max_reference)
   ids = [variant_id(v) for v in config.variants]
   if not ids or len(set(ids)) != len(ids):

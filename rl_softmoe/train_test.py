@@ -278,3 +278,25 @@ def test_impala_encoder():
     'V2', (84, 84, 4), 6, encoder='impala', hidden=8, scale=2, num_atoms=5, dueling=True
   )
   assert jax.eval_shape(net.init_with_output, jax.random.key(0), frame)[0].shape == (6, 5)
+
+
+def test_der_noisy_head_uses_dopamine_sigma0():
+  """DER.gin and full_rainbow.gin build their noisy layers with Dopamine's NoisyNetwork, whose sigma is
+  0.1 / sqrt(fan-in) at init (DER's sigma0 = 0.1, not Fortunato et al.'s 0.5); `der.noisy_sigma0` sets it."""
+  from rl_softmoe.configs import atari100k
+
+  for c in (atari100k.get_config(), paper.get_config()):
+    assert c.der.noisy and c.der.noisy_sigma0 == 0.1
+  obs = jax.numpy.zeros((10, 10, 4))
+  for sigma0 in (0.1, 0.5):
+    c = tiny_config(agent='der', hidden=8)
+    c.der.noisy = True
+    if sigma0 != 0.1:
+      c.der.noisy_sigma0 = sigma0
+    net = encoder.make_network('V0', (10, 10, 4), 3, hidden=8, **train.head(c))
+    params = net.init(jax.random.key(0), obs)['params']
+    for layer in ('value', 'advantage'):  # The head's input is V0's Dense(8).
+      np.testing.assert_allclose(params[layer]['sigma_kernel'], sigma0 / np.sqrt(8), rtol=1e-6)
+  c.der.noisy_sigma0 = -1.0
+  with pytest.raises(ConfigError, match='noisy_sigma0'):
+    train.validate(c)

@@ -9,6 +9,7 @@ e.g. `common.nn.MLP(..., activate_final=True)` or a CNN followed by a SoftMoE bl
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import flax.linen as nn
@@ -41,6 +42,9 @@ class QNetwork(nn.Module):
     num_atoms: `K`; 1 for a scalar Q-value.
     dueling: use a dueling head.
     noisy: factorised-Gaussian noisy linear layers in the head.
+    noisy_sigma0: `NoisyDense.sigma0` of the noisy head layers: 0.5 (default) is Fortunato et al.'s and
+      Rainbow's; DER (van Hasselt et al., 2019) and Dopamine's JAX `NoisyNetwork` (its DER and Rainbow
+      agents) use 0.1.
   """
 
   torso: Optional[nn.Module]
@@ -48,6 +52,7 @@ class QNetwork(nn.Module):
   num_atoms: int = 1
   dueling: bool = False
   noisy: bool = False
+  noisy_sigma0: float = 0.5
 
   @nn.compact
   def __call__(self, obs: jax.Array) -> jax.Array:
@@ -55,7 +60,7 @@ class QNetwork(nn.Module):
     x = obs if self.torso is None else self.torso(obs)
     x = jnp.reshape(x, (-1,)).astype(jnp.float32)
     shape = (self.num_actions,) if self.num_atoms == 1 else (self.num_actions, self.num_atoms)
-    dense = NoisyDense if self.noisy else nn.Dense
+    dense = functools.partial(NoisyDense, sigma0=self.noisy_sigma0) if self.noisy else nn.Dense
     advantage = dense(self.num_actions * self.num_atoms, name='advantage' if self.dueling else 'q')(x)
     advantage = advantage.reshape(shape)
     if not self.dueling:

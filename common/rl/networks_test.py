@@ -79,3 +79,16 @@ def test_noisy_q_network_head():
   params = net.init(jax.random.key(0), obs)
   assert set(params['params']['value']) == {'mu_kernel', 'mu_bias', 'sigma_kernel', 'sigma_bias'}
   assert net.apply(params, obs, rngs={networks.NOISE: jax.random.key(1)}).shape == (3, 5)
+
+
+def test_noisy_q_network_sigma0():
+  """`noisy_sigma0` sets the head's initial noise scale, sigma = sigma0 / sqrt(fan-in); the default stays
+  Fortunato et al.'s 0.5 (DER and Dopamine's NoisyNetwork use 0.1)."""
+  torso = common_nn.MLP((8,), activate_final=True)
+  obs = jnp.ones((4,))
+  for sigma0, kwargs in ((0.5, {}), (0.1, {'noisy_sigma0': 0.1})):
+    net = networks.QNetwork(torso, num_actions=3, num_atoms=5, dueling=True, noisy=True, **kwargs)
+    params = net.init(jax.random.key(0), obs)['params']
+    for layer in ('value', 'advantage'):
+      np.testing.assert_allclose(params[layer]['sigma_kernel'], sigma0 / np.sqrt(8))
+      np.testing.assert_allclose(params[layer]['sigma_bias'], sigma0 / np.sqrt(8))

@@ -11,11 +11,12 @@ evaluation plays whole games with raw rewards (10 parallel games, up to 27k agen
 human-normalised.
 
 Agent (`agent='der'`, common.rl.dqn.der_preset, Dopamine's DER.gin as in the research note §1.1.3): C51 with
-51 atoms on [-10, 10], dueling head with noisy layers (NoisyNet, factorised Gaussian, sigma0 0.5) together
-with epsilon-greedy, double, n-step 10, prioritized replay (exponents 0.5 / 0.5), update every step, target
-every 2000 steps, epsilon 1 -> 0.01 over 2000 steps after 1600, Adam 1e-4 / eps 1.5e-4, batch 32. Deviation:
-only the head is noisy (Dopamine's SoftMoE-DER also makes the experts' first layer noisy; pitfall 12 of the
-note). `--config.der.noisy=false` drops the noise; `--config.agent=dqn` gives the earlier scalar double DQN.
+51 atoms on [-10, 10], dueling head with noisy layers (NoisyNet, factorised Gaussian, sigma0 0.1 as DER and
+Dopamine's NoisyNetwork; `der.noisy_sigma0`, 0.5 before 2026-11-28) together with epsilon-greedy, double,
+n-step 10, prioritized replay (exponents 0.5 / 0.5), update every step, target every 2000 steps, epsilon
+1 -> 0.01 over 2000 steps after 1600, Adam 1e-4 / eps 1.5e-4, batch 32. Deviation: only the head is noisy
+(Dopamine's SoftMoE-DER also makes the experts' first layer noisy, pitfall 12 of the note, and its flatten
+baselines' penultimate Dense: `FullRainbowMoENetwork` builds both with its noisy `feature_layer`). `--config.der.noisy=false` drops the noise; `--config.agent=dqn` gives the earlier scalar double DQN.
 
 Budget (an estimate, not run at scale): 5 games x 5 variants = 25 programs of 100k sequential updates (batch
 32, 5 seeds vmapped), about 1-2 ms each on an H100 (research note §5.2: 2-4 min of updates per program), plus

@@ -58,6 +58,10 @@ def get_config(arg=None):
       'prioritized': True,
       'dueling': True,
       'noisy': False,  # NoisyNet head layers (common.rl.networks.NoisyDense); DER.gin has them.
+      # sigma0 of the noisy layers (sigma = sigma0 / sqrt(fan-in) at init): 0.1 is DER's (van Hasselt et al.
+      # 2019) and Dopamine's JAX NoisyNetwork's, used by DER.gin and full_rainbow.gin; 0.5 is Fortunato et
+      # al.'s and Rainbow's (Hessel et al. 2018). Before 2026-11-28 this was fixed at 0.5.
+      'noisy_sigma0': 0.1,
     }
   )  # Used by agent 'der' only (DER.gin values; configs/paper.py sets Rainbow's).
   # Agent (static: common.rl.dqn.Config).

@@ -7,8 +7,9 @@ penultimate variant, 20 games x 5 seeds, 50M agent steps = 200M frames. Document
 
 Agent (`agent='der'` with Rainbow's values; research note rl_value_based.md §1.1.3, Dopamine's
 `labs/moes/configs/full_rainbow.gin`): C51 with 51 atoms, v_max 10 (v_min -10), dueling, noisy head layers
-(NoisyNet, factorised Gaussian; sigma0 0.5 is Fortunato et al.'s, the note does not give Dopamine's: our
-assumption), double, n-step 3,
+(NoisyNet, factorised Gaussian; sigma0 0.1, Dopamine's NoisyNetwork's, which full_rainbow.gin uses: the
+official code's value, while Hessel et al.'s Rainbow used 0.5, `--config.der.noisy_sigma0=0.5`), double,
+n-step 3,
 prioritized replay of 1M transitions, batch 32, gamma 0.99, Adam lr 6.25e-5 / eps 1.5e-4, 20k transitions
 before learning, one update every 4 agent steps, target every 8000, epsilon 1 -> 0.01 over 250k steps, 0.001
 in evaluation. Our assumptions (the note does not give them): prioritized-replay exponents 0.5 / 0.5
@@ -27,8 +28,8 @@ first 20 (alphabetical) of the 26 Atari 100k games that common.rl.atari can huma
 the paper's list before a run.
 
 Deviations from the paper that this code cannot avoid (documented, not fixed):
-  * noisy layers in the head only: Dopamine's noisy SoftMoE experts (pitfall 12 of the note) are not
-    reproduced;
+  * noisy layers in the head only: Dopamine's noisy SoftMoE experts (pitfall 12 of the note) and its noisy
+    penultimate Dense of the flatten baselines (V0, V1) are not reproduced;
   * the environment is common.rl.atari's Atari 100k protocol: sticky actions OFF (the 200M-frame runs use
     0.25) and life loss terminal in training (not in Dopamine's long runs);
   * scores are the final evaluation of whole games with raw rewards (10 games per seed), not the training
