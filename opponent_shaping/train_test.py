@@ -7,6 +7,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from common import checkpoint
@@ -106,6 +107,38 @@ def test_recomputed_log_probs_match_the_rollout():
     logp, entropy = train_lib.sequence_logp(agent, actor, traj.obs[:, i], traj.t, traj.actions[:, i])
     np.testing.assert_allclose(logp, traj.logp[:, i], rtol=1e-5, atol=1e-5)
     assert jnp.all(entropy > 0)
+
+
+def _two_adam_steps(tx, grads_seq, shape):
+  params = {'w': jnp.zeros(shape)}
+  opt = tx.init(params)
+  for g in grads_seq:
+    updates, opt = tx.update({'w': g}, opt, params)
+    params = optax.apply_updates(params, updates)
+  return params['w']
+
+
+@pytest.mark.parametrize('which', ['actor', 'critic'])
+def test_independent_learners_clip_their_own_gradients(which):
+  """Independent play stacks both learners' parameters on a leading seat axis and steps them with one
+  optimizer: its gradient clip must act on each seat's own norm, so that a spike in one learner's gradient
+  does not shrink the other's step. Seat 0's parameters must move exactly as with seat 0 alone."""
+  config = tiny(grad_clip=10.0)
+  assert config.play == 'independent'
+  tx = train_lib.make_optimizers(config)[0 if which == 'actor' else 1]
+  seat0 = [jnp.array([0.3, 0.4, 0.0]), jnp.array([-0.6, 0.8, 0.1])]
+  seat1 = [jnp.array([0.3, 0.4, 0.0]), jnp.array([300.0, -400.0, 5.0])]  # Norm 500 > 10: clipped.
+  both = _two_adam_steps(tx, [jnp.stack([a, b]) for a, b in zip(seat0, seat1)], (2, 3))
+  alone0 = _two_adam_steps(tx, [a[None] for a in seat0], (1, 3))[0]
+  alone1 = _two_adam_steps(tx, [b[None] for b in seat1], (1, 3))[0]
+  np.testing.assert_allclose(both[0], alone0, rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(both[1], alone1, rtol=1e-6, atol=1e-9)
+  # Self-play has one learner and no seat axis: the usual global-norm clip over all its parameters.
+  sp = train_lib.make_optimizers(tiny(grad_clip=10.0, play='self_play'))[0]
+  g = {'a': jnp.array([30.0, 40.0]), 'b': jnp.array([0.0, 0.0, 0.0])}
+  clipped, _ = sp.update(g, sp.init(g), g)
+  ref, _ = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(config.actor_lr)).update(g, sp.init(g), g)
+  np.testing.assert_array_equal(clipped['a'], ref['a'])
 
 
 def test_self_play_shares_one_parameter_set():
