@@ -13,11 +13,12 @@ Optionally small distractor shapes ("clutter") sit behind the object. Captions c
 is dropped with probability `caption_dropout`, so prompts like "a circle" are in-distribution.
 
 Splits (`SPLITS`): `web` (every factor: pretraining), `train` (16-shot photo, plain or noisy background),
-`id_test` (the train distribution, fresh samples), and shifted evaluation splits mirroring ImageNet's
-variants: `v2` (train factors, a new seed stream and a smaller size prior), `sketch`, `rendition` (cartoon or
-rendition) and `small_clutter` (small objects among distractors on busy backgrounds, ~ImageNet-A's hard
-context). The colour-shortcut diagnostic: `shortcut_train` (colour predicts the class 90 % of the time) and
-`shortcut_test` (colour independent of class).
+`id_test` (the train distribution, fresh samples), `id_val` (the train distribution again, its own stream:
+held-out in-distribution images for choosing learning rates, never a test number), and shifted evaluation
+splits mirroring ImageNet's variants: `v2` (train factors, a new seed stream and a smaller size prior),
+`sketch`, `rendition` (cartoon or rendition) and `small_clutter` (small objects among distractors on busy
+backgrounds, ~ImageNet-A's hard context). The colour-shortcut diagnostic: `shortcut_train` (colour predicts
+the class 90 % of the time) and `shortcut_test` (colour independent of class).
 
 Every image is a pure function of (seed, split, index): `jax.random.fold_in` all the way down.
 
@@ -120,8 +121,12 @@ SPLITS = {
   'small_clutter': SplitSpec(6, backgrounds=(2, 3, 4), scale=(0.16, 0.22), clutter=(2, 4)),
   'shortcut_train': SplitSpec(7, shortcut_p=0.9),
   'shortcut_test': SplitSpec(8, backgrounds=(2, 3, 4)),
+  # Held-out ID validation (model selection): the `train` / `id_test` factors, its own key stream (split
+  # id 9), so its images are neither few-shot examples of any seed nor test images.
+  'id_val': SplitSpec(9, scale=(0.3, 0.42)),
 }
 OOD_SPLITS = ('v2', 'sketch', 'rendition', 'small_clutter')
+VAL_SPLIT = 'id_val'
 
 
 def check_web_knobs(shape_noise, photo_fraction) -> None:
@@ -492,6 +497,33 @@ def few_shot(items, shots: int, seed: int):
       raise ConfigError(f'class {label} has {len(group)} images, fewer than shots={shots}; lower shots')
     chosen += [group[i] for i in sorted(rng.permutation(len(group))[:shots])]
   return chosen
+
+
+def hold_out(items, n: int, seed: int):
+  """`(val, rest)`: `n` items held out of a folder split for ID validation, `rest` the others (in order).
+
+  Stratified: each class's images are shuffled by a seeded permutation, then the held-out set takes one image
+  per class in a seeded class order, round after round, until it has `n` (so class counts differ by at most
+  one). The draw depends on `seed` only (the world seed, not the few-shot seed), so every few-shot seed sees
+  the same validation images and draws its shots from `rest`: the two never overlap. `n` = 0: nothing held
+  out, `rest` is `items` (the few-shot draw is then as before).
+  """
+  if n < 0 or n > len(items):
+    raise ConfigError(f'data.val_size must be in [0, {len(items)}] (images in the train folder), got {n}')
+  if n == 0:
+    return [], list(items)
+  rng = np.random.default_rng([seed, 9])  # 9: the id_val split id, as in the procedural world.
+  by_class = {}
+  for index, (_, label) in enumerate(items):
+    by_class.setdefault(label, []).append(index)
+  order = [by_class[label] for label in rng.permutation(sorted(by_class))]
+  order = [[group[i] for i in rng.permutation(len(group))] for group in order]
+  held, depth = [], 0
+  while len(held) < n:
+    held += [group[depth] for group in order if depth < len(group)][: n - len(held)]
+    depth += 1
+  chosen = set(held)
+  return [items[i] for i in sorted(held)], [item for i, item in enumerate(items) if i not in chosen]
 
 
 def load_image_uint8(path: str, size: int) -> np.ndarray:

@@ -192,3 +192,38 @@ def test_bad_web_knobs_are_one_line_errors(noise, photo, match):
 def test_photo_fraction_needs_a_split_with_photo_and_other_styles():
   with pytest.raises(ConfigError, match='photo_fraction'):
     data.spec_arrays(data.SPLITS['sketch'], photo_fraction=0.5)
+
+
+def test_id_val_is_disjoint_from_train_and_id_test_and_deterministic_by_seed():
+  # 6 classes, 16 px, chunks of 12: the renderer compiled above.
+  val, val_labels, val_f = data.make_split(0, 'id_val', 24, 6, 16, chunk=12)
+  assert data.SPLITS['id_val'].split_id not in {s.split_id for n, s in data.SPLITS.items() if n != 'id_val'}
+  spec, train_spec = data.SPLITS['id_val'], data.SPLITS['train']
+  assert (spec.styles, spec.backgrounds, spec.textures, spec.scale) == (
+    train_spec.styles, train_spec.backgrounds, train_spec.textures, train_spec.scale,
+  )  # fmt: skip  # The training distribution.
+  others = [data.make_split(0, 'train', 12, 6, 16, index=seed, chunk=12) for seed in range(3)]
+  others.append(data.make_split(0, 'id_test', 24, 6, 16, chunk=12))
+  flat = lambda x: np.asarray(x).reshape(len(x), -1)  # noqa: E731
+  for images, _, f in others:
+    same_image = (flat(val)[:, None, :] == flat(images)[None, :, :]).all(-1)
+    same_draws = (np.asarray(val_f['u'])[:, None, :] == np.asarray(f['u'])[None, :, :]).all(-1)
+    assert not same_image.any() and not same_draws.any()
+  again = data.make_split(0, 'id_val', 24, 6, 16, chunk=12)
+  jax.tree.map(np.testing.assert_array_equal, (val, val_labels, val_f), again)
+  assert not np.array_equal(data.make_split(1, 'id_val', 24, 6, 16, chunk=12)[0], val)
+  np.testing.assert_array_equal(val_labels, np.arange(24) % 6)  # Balanced classes.
+
+
+def test_folder_hold_out_is_stratified_disjoint_from_every_few_shot_set_and_deterministic():
+  items = [(f'/train/c{label}/{i}.jpg', label) for label in range(5) for i in range(6)]
+  val, rest = data.hold_out(items, 7, seed=0)
+  assert len(val) == 7 and len(rest) == 23 and sorted(val + rest) == sorted(items)
+  counts = np.bincount([label for _, label in val], minlength=5)
+  assert counts.max() - counts.min() <= 1  # One per class per round.
+  assert (val, rest) == data.hold_out(items, 7, seed=0) and val != data.hold_out(items, 7, seed=1)[0]
+  for ft_seed in range(4):  # The few-shot sets are drawn from `rest` only.
+    assert not set(data.few_shot(rest, 4, ft_seed)) & set(val)
+  assert data.hold_out(items, 0, seed=0) == ([], items)
+  with pytest.raises(ConfigError, match='val_size'):
+    data.hold_out(items, 31, seed=0)

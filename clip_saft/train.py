@@ -4,8 +4,9 @@
    interval, images and captions rendered inside the step from (seed, step); checkpointed and resumable.
 2. `run_methods`: for each few-shot seed, the zero-shot head (prompt ensemble), the SAFT mask (and its
    random and magnitude ablations), then every method of `config.finetune.methods`, each evaluated on the
-   in-distribution and shifted splits. Finished (seed, method) results are JSON markers in the workdir, so a
-   resumed run skips them.
+   in-distribution and shifted splits and on the held-out ID validation split `id_val` (for choosing learning
+   rates, `clip_saft.select`; never in a claim of the run itself). Finished (seed, method) results are JSON
+   markers in the workdir, so a resumed run skips them.
 3. Claims: `smoke` checks mechanics (exact k, frozen bits, falling losses, WiSE ends, converter round trip);
    `gpu` checks P1, P2 then C1-C3 (research note §5.2).
 """
@@ -90,6 +91,13 @@ def check_config(config) -> None:
   if config.tokenizer not in ('word', 'clip_bpe'):
     raise ConfigError(f"tokenizer must be 'word' or 'clip_bpe', got '{config.tokenizer}'")
   data.check_web_knobs(config.data.web_shape_noise, config.data.web_photo_fraction)
+  val_size = config.data.get('val_size', 0)
+  if not isinstance(val_size, int) or isinstance(val_size, bool) or val_size < 0:
+    raise ConfigError(f'data.val_size must be an int >= 0 (0: no id_val split), got {val_size!r}')
+  if data.VAL_SPLIT in config.data.eval_splits:
+    raise ConfigError(
+      f"data.eval_splits must not name '{data.VAL_SPLIT}' (it would count as OOD); set data.val_size"
+    )
   every, log_every = config.pretrain.eval_every, config.pretrain.log_every
   if not isinstance(every, int) or every < 0 or (every and every % log_every):
     raise ConfigError(
@@ -213,9 +221,27 @@ def classnames(config):
   return data.read_class_list(config.folders.class_list)[1]
 
 
+_FOLDER_TRAIN = {}
+
+
+def folder_train_val(config):
+  """`(val_items, rest_items)` of the ImageNet train folder: `data.val_size` images held out for `id_val`
+  (stratified over classes, drawn from `config.seed`), the few-shot sets drawn from the rest. Listed once."""
+  f = config.folders
+  key = (f.imagenet_train_dir, f.class_list, config.data.get('val_size', 0), config.seed)
+  if key not in _FOLDER_TRAIN:
+    wnids, _ = data.read_class_list(f.class_list)
+    items = data.read_class_folders(f.imagenet_train_dir, wnids)
+    _FOLDER_TRAIN[key] = data.hold_out(items, key[2], config.seed)
+  return _FOLDER_TRAIN[key]
+
+
 def load_eval_sets(config):
-  """{split: (images or None, labels, class subset or None, batch iterator factory)}."""
+  """{split: (images or None, labels, class subset or None, batch iterator factory)}; with `data.val_size` > 0
+  also `id_val`: held-out images of the training distribution (procedural: its own split stream; folders:
+  images held out of the train folder, never in a few-shot set)."""
   out = {}
+  val_size = config.data.get('val_size', 0)
   if config.data.source == 'procedural':
     for split in config.data.eval_splits + (
       ('shortcut_test',) if config.finetune.shortcut_diagnostic else ()
@@ -225,6 +251,12 @@ def load_eval_sets(config):
         chunk=config.data.render_chunk,
       )  # fmt: skip
       out[split] = {'images': model_input(images), 'labels': labels, 'classes': None}
+    if val_size:
+      images, labels, _ = data.make_split(
+        config.seed, data.VAL_SPLIT, val_size, config.data.num_classes, config.data.image_size,
+        chunk=config.data.render_chunk,
+      )  # fmt: skip
+      out[data.VAL_SPLIT] = {'images': model_input(images), 'labels': labels, 'classes': None}
     return out
   wnids, _ = data.read_class_list(config.folders.class_list)
   sources = {'imagenet_val': (config.folders.imagenet_val_dir, False, False)}
@@ -239,6 +271,8 @@ def load_eval_sets(config):
     items = data.read_class_folders(root, wnids, subset=subset, by_index=by_index)
     classes = sorted({label for _, label in items}) if subset else None
     out[split] = {'items': items, 'classes': classes}
+  if val_size:
+    out[data.VAL_SPLIT] = {'items': folder_train_val(config)[0], 'classes': None}
   return out
 
 
@@ -250,10 +284,7 @@ def load_train_set(config, ft_seed, split='train'):
       chunk=config.data.render_chunk,
     )  # fmt: skip
     return model_input(images), labels
-  wnids, _ = data.read_class_list(config.folders.class_list)
-  items = data.few_shot(
-    data.read_class_folders(config.folders.imagenet_train_dir, wnids), config.data.shots, ft_seed
-  )
+  items = data.few_shot(folder_train_val(config)[1], config.data.shots, ft_seed)  # Never an id_val image.
   images, labels = data.load_images(items, config.data.image_size)
   return jnp.asarray(data.clip_normalize(images)), jnp.asarray(labels)
 
@@ -454,14 +485,14 @@ def run_seed(runner: Runner, ft_seed: int, workdir: str) -> dict:
     record(name, payload)
   if ('lp' in methods or 'lp_ft' in methods) and not {'lp', 'lp_ft'} <= set(done):
     lp_params, losses, _ = train('head', none['clip'], True, f.lp_lr, key=2)
-    record('lp', {'acc': evaluate(lp_params, 'head'), 'losses': losses.tolist()})
+    record('lp', {'acc': evaluate(lp_params, 'head'), 'losses': losses.tolist(), 'lr': f.lp_lr})
     if 'lp_ft' in methods:
       visual = saft.eligible_tree(params0, 'image')
       lpft, losses, _ = train('head', saft.full_mask(params0, visual), True, f.lr, start=lp_params, key=3)
-      record('lp_ft', {'acc': evaluate(lpft, 'head'), 'losses': losses.tolist()})
+      record('lp_ft', {'acc': evaluate(lpft, 'head'), 'losses': losses.tolist(), 'lr': f.lr})
   if 'flyp' in methods and 'flyp' not in done:
     params, losses, _ = train('flyp', saft.full_mask(params0, eligible), False, f.lr, key=4)
-    record('flyp', {'acc': evaluate(params), 'losses': losses.tolist()})
+    record('flyp', {'acc': evaluate(params), 'losses': losses.tolist(), 'lr': f.lr})
   if f.shortcut_diagnostic and 'shortcut' not in done:
     record('shortcut', shortcut_diagnostic(runner, ft_seed, rng, eligible, k))
   out['headline'] = headline
@@ -504,7 +535,8 @@ def ood_mean(acc: dict, config) -> float:
 
 
 def summarize(per_seed: list[dict], config) -> dict:
-  """Mean over seeds of ID (first eval split) and OOD-average accuracy for every method row."""
+  """Mean over seeds of ID (first eval split) and OOD-average accuracy for every method row, and of the
+  held-out ID validation accuracy `id_val` where the run has that split (runs before 2026-11-28 do not)."""
   id_split = config.data.eval_splits[0]
   rows = {}
   for name in per_seed[0]:
@@ -514,6 +546,8 @@ def summarize(per_seed: list[dict], config) -> dict:
     oods = [ood_mean(s[name]['acc'], config) for s in per_seed]
     splits = {k: float(np.mean([s[name]['acc'][k] for s in per_seed])) for k in per_seed[0][name]['acc']}
     rows[name] = {'id': float(np.mean(ids)), 'ood': float(np.mean(oods)), 'splits': splits}
+    if data.VAL_SPLIT in splits:
+      rows[name]['id_val'] = splits[data.VAL_SPLIT]
   return rows
 
 

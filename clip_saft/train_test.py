@@ -51,6 +51,10 @@ def test_smoke_end_to_end_claims_pass(tmp_path):
   rows = res['extra']['rows']
   assert set(rows) == {'zero_shot', 'full_ft', 'saft@0.02', 'wise_ft@0', 'wise_ft@0.5', 'wise_ft@1'}
   assert all(0.0 <= r['id'] <= 1.0 for r in rows.values())
+  # id_val beside ID and OOD for every method; never one of the OOD splits.
+  assert all(r['id_val'] == r['splits']['id_val'] and 0.0 <= r['id_val'] <= 1.0 for r in rows.values())
+  assert set(rows['zero_shot']['splits']) == {'id_test', 'id_val', 'sketch'}
+  assert rows['zero_shot']['ood'] == rows['zero_shot']['splits']['sketch']
   assert os.path.exists(tmp_path / 'pretrain_loss.png') and os.path.exists(
     tmp_path / 'methods' / 'seed0.json'
   )
@@ -109,6 +113,8 @@ def test_methods_are_deterministic_and_resume_from_markers(tmp_path):
     ('data.web_shape_noise', 1.0, 'web_shape_noise'),
     ('data.web_photo_fraction', 0.0, 'web_photo_fraction'),
     ('pretrain.eval_every', -2, 'eval_every'),
+    ('data.val_size', -1, 'val_size'),
+    ('data.eval_splits', ('id_test', 'id_val'), "must not name 'id_val'"),
   ],
 )
 def test_bad_config_is_a_one_line_error(key, value, match):
@@ -208,7 +214,7 @@ def test_paper_path_reads_folders_and_a_converted_checkpoint(tmp_path):
   for name, classes in folders.items():
     for c in classes:
       (tmp_path / name / c).mkdir(parents=True)
-      for i in range(2):
+      for i in range(3 if name == 'train' else 2):  # Train: 2 shots + 1 held out for id_val.
         pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(tmp_path / name / c / f'{i}.png')
   config = tiny(claims='paper')
@@ -222,8 +228,11 @@ def test_paper_path_reads_folders_and_a_converted_checkpoint(tmp_path):
   config.folders.imagenet_val_dir = str(tmp_path / 'val')
   config.folders.imagenet_v2_dir = str(tmp_path / 'v2')
   config.folders.imagenet_a_dir = str(tmp_path / 'a')
+  config.data.val_size = 6  # One train image per class held out as id_val.
   rows = train.train_and_evaluate(config, str(tmp_path / 'run'))
-  assert set(rows['zero_shot']['splits']) == {'imagenet_val', 'imagenet_v2', 'imagenet_a'}
+  assert set(rows['zero_shot']['splits']) == {'imagenet_val', 'imagenet_v2', 'imagenet_a', 'id_val'}
+  val, rest = train.folder_train_val(config)
+  assert len(val) == 6 and not set(val) & set(rest) and not set(val) & set(data.few_shot(rest, 2, 0))
   with open(tmp_path / 'run' / 'results.json') as f:
     assert json.load(f)['claims'][0]['name'].startswith('SAFT 0.1 % OOD avg')
   for i in (3, 4, 5):  # ImageNet-V2 must hold every class: take three away.

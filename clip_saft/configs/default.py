@@ -30,6 +30,9 @@ def get_config(arg=None):
   c.data.shots = 16
   c.data.eval_size = 1200  # Images per evaluation split.
   c.data.eval_splits = ('id_test', 'v2', 'sketch', 'rendition', 'small_clutter')
+  # Held-out ID validation split `id_val` (train distribution, its own stream, disjoint from the few-shot sets
+  # and id_test), evaluated for every method to choose learning rates (`python -m clip_saft.select`); 0: off.
+  c.data.val_size = 360
   c.data.caption_dropout = 0.4
   c.data.render_chunk = 256
   # Ours, not the paper's: weaken the web stream on the fine-tuning task (both off by default).
@@ -125,6 +128,7 @@ def get_config(arg=None):
     c.data.shots = 4
     c.data.eval_size = 96
     c.data.eval_splits = ('id_test', 'sketch')
+    c.data.val_size = 24
     c.data.render_chunk = 48
     c.model.patch_size = 8
     c.model.vision_width = 32

@@ -17,6 +17,10 @@ and ImageNet-V2 / -Sketch / -A / -R, all from local paths (nothing is downloaded
 - Tokenizer: CLIP's BPE (`common.clip.ClipBPETokenizer`), its vocabulary from `tokenizer_vocab`,
   $CLIP_BPE_VOCAB or an installed open_clip. `:smoke` gives the CPU smoke run of `default.py`.
 - The zero-shot head is our 8-template ImageNet ensemble (`data.IMAGENET_TEMPLATES`), not OpenAI's 80.
+- `id_val` (ours, research note pitfall 8): `data.val_size` = 1000 images of the train
+  folder, one per class (stratified, drawn from `seed`), held out before the 16-shot draw, so no few-shot set
+  of any seed contains one; learning rates are chosen on it (`python -m clip_saft.select`), never on the
+  ImageNet val set (`imagenet_val`, the ID test) or the variants.
 """
 
 from clip_saft.configs import default
@@ -34,6 +38,7 @@ def get_config(arg=None):
   c.data.image_size = 224
   c.data.shots = 16
   c.data.eval_splits = ('imagenet_val', 'imagenet_v2', 'imagenet_sketch', 'imagenet_a', 'imagenet_r')
+  c.data.val_size = 1000  # id_val: one image per class held out of the train folder, never a few-shot image.
   c.model.patch_size = 16
   c.model.vision_width = 768
   c.model.vision_layers = 12
