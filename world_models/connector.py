@@ -4,9 +4,13 @@
     h_t = GRU(h_{t-1}, [z_{t-1}, sqrt(E) e_t])        z_{t-1}: the world model's posterior (training)
     p_conn(z_t | h_t)                                  its own prior head
 
-Training (no language anywhere): loss = mean_t KL(sg(q_wm(z_t)) || p_conn(z_t)), free bits 0, where q_wm is
-the world model's posterior on the same batch, *detached* so no gradient reaches the world model. The
-embedding of the frames of an `n_frames` chunk is held over the whole chunk.
+Training (no language anywhere): loss = mean_t KL(p_conn(z_t) || sg(q_wm(z_t))), free bits 0, where q_wm is
+the world model's posterior on the same batch, *detached* so no gradient reaches the world model. This is the
+paper's connector loss (the connector's distribution first) and the official code's (`connector_kl: forward:
+True`, which in its DreamerV2-style `kl_loss` puts the prior on the left; with the posterior detached only that
+term has a gradient, its balance 0.8 is a constant factor). `direction='posterior_first'` gives
+KL(sg(q_wm) || p_conn) instead, what this module computed before 2026-11-28 (config `connector.kl_direction`).
+The embedding of the frames of an `n_frames` chunk is held over the whole chunk.
 
 At inference (`imagine`) the connector runs on its own mode latents and turns an embedding sequence into a
 latent sequence of the world model: the behaviour's target.
@@ -76,10 +80,16 @@ def make_connector(config) -> Connector:
   )
 
 
-def connector_loss(conn, params, post_stoch, post_logits, embeds, *, free=0.0):
-  """KL(sg(wm posterior) || connector prior), time-major inputs (T, B, ...). Step 0 uses the initial state
-  (learned from e_0); step t > 0 steps the GRU from the world model's posterior stoch at t - 1.
+DIRECTIONS = ('connector_first', 'posterior_first')
+
+
+def connector_loss(conn, params, post_stoch, post_logits, embeds, *, free=0.0, direction='connector_first'):
+  """KL(connector prior || sg(wm posterior)) ('connector_first', the paper's and the official code's) or
+  KL(sg(wm posterior) || connector prior) ('posterior_first'), time-major inputs (T, B, ...). Step 0 uses the
+  initial state (learned from e_0); step t > 0 steps the GRU from the world model's posterior stoch at t - 1.
   Returns (loss, initial-state KL for logging)."""
+  if direction not in DIRECTIONS:
+    raise ValueError(f'connector KL direction {direction!r} is not one of {DIRECTIONS}')
   sg = jax.lax.stop_gradient
   post_stoch, post_logits = sg(post_stoch), sg(post_logits)
   deter0, logits0 = conn.apply({'params': params}, embeds[0], method=Connector.initial)
@@ -91,7 +101,10 @@ def connector_loss(conn, params, post_stoch, post_logits, embeds, *, free=0.0):
 
   _, logits = jax.lax.scan(body, deter0, (post_stoch[:-1], embeds[1:]))
   logits = jnp.concatenate([logits0[None], logits])
-  kl = rssm.categorical_kl(post_logits, logits)
+  if direction == 'connector_first':
+    kl = rssm.categorical_kl(logits, post_logits)
+  else:
+    kl = rssm.categorical_kl(post_logits, logits)
   loss = jnp.mean(jnp.maximum(kl, free))
   return loss, jnp.mean(kl[0])
 

@@ -53,6 +53,10 @@ def validate(config) -> None:
     raise ConfigError('data.num_envs must be >= 1: the replay would be empty')
   if config.env.image_size < 8 or config.env.image_size & (config.env.image_size - 1):
     raise ConfigError(f'env.image_size={config.env.image_size} must be a power of two >= 8')
+  if config.connector.kl_direction not in connector_lib.DIRECTIONS:
+    raise ConfigError(
+      f"connector.kl_direction='{config.connector.kl_direction}' is not one of {list(connector_lib.DIRECTIONS)}"
+    )
   if not 0.0 <= w.kl_balance <= 1.0:
     raise ConfigError(f'wm.kl_balance={w.kl_balance} must lie in [0, 1]')
   for name, every in (('wm.log_every', w.log_every), ('wm.checkpoint_every', w.checkpoint_every)):
@@ -260,7 +264,13 @@ def world_model_loss(wm_params, parts: Parts, batch, rng):
 
 def connector_objective(conn_params, parts: Parts, posts, embeds):
   return connector_lib.connector_loss(
-    parts.conn, conn_params, posts['stoch'], posts['logits'], embeds, free=parts.config.connector.kl_free
+    parts.conn,
+    conn_params,
+    posts['stoch'],
+    posts['logits'],
+    embeds,
+    free=parts.config.connector.kl_free,
+    direction=parts.config.connector.kl_direction,
   )
 
 

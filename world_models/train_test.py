@@ -245,6 +245,7 @@ def test_stickman_end_to_end(tmp_path):
     ('strips.frames', 12, r'do not fit one episode of env.episode_length=32'),
     ('strips.stride', 0, 'stride, scale, frame_ms >= 1'),
     ('strips.frames', -1, 'frames must be >= 0'),
+    ('connector.kl_direction', 'forward', 'is not one of'),
   ],
 )
 def test_bad_config_is_one_line_config_error(key, value, match):

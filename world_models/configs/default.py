@@ -83,7 +83,10 @@ def get_config(arg=None):
       'connector_finetune_steps': 0,
     }
   )
-  c.connector = ml_collections.ConfigDict({'kl_free': 0.0, 'lr': 1e-4})
+  # kl_direction: 'connector_first' = KL(connector prior || sg(posterior)), the paper's and the official code's
+  # (`connector_kl: forward: True`); 'posterior_first' = KL(sg(posterior) || connector prior), what this project
+  # trained before 2026-11-28 (the partial gpu run's rows in the README).
+  c.connector = ml_collections.ConfigDict({'kl_free': 0.0, 'lr': 1e-4, 'kl_direction': 'connector_first'})
   c.aligner = ml_collections.ConfigDict({'hidden': 32, 'noise': 0.5, 'lr': 1e-3})
   c.behaviour = ml_collections.ConfigDict(
     {
