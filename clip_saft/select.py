@@ -29,10 +29,6 @@ from common import config as config_lib
 from common import results
 from common.errors import ConfigError
 
-_RUNS = flags.DEFINE_list(
-  'runs', [], 'Run directories of one sweep (comma-separated; or give them as arguments).'
-)
-_OUT = flags.DEFINE_string('out', '', 'Optional JSON file for the selection.')
 
 LR_KEYS = ('lr', 'saft_lr', 'lp_lr')
 
@@ -157,7 +153,7 @@ def report(selection: dict, runs: list[dict]) -> str:
 
 
 def main(argv):
-  paths = list(_RUNS.value) + list(argv[1:])
+  paths = list(flags.FLAGS.runs) + list(argv[1:])
   if not paths:
     raise app.UsageError('give run directories: --runs=DIR,DIR or as arguments')
   runs = [load_run(p) for p in paths]
@@ -166,13 +162,17 @@ def main(argv):
   claims = claims_at_choice(selection, ml_collections.ConfigDict(runs[0]['config']))
   for c in claims:
     print(f'{"PASS" if c.passed else "FAIL"}  {c.name}: {c.measured}  ({c.criterion}) [at the id_val lrs]')
-  if _OUT.value:
+  if flags.FLAGS.out:
     payload = {'runs': paths, 'selection': selection, 'claims': [dataclasses.asdict(c) for c in claims]}
-    results.write_json(_OUT.value, payload, indent=2)
+    results.write_json(flags.FLAGS.out, payload, indent=2)
   return 0
 
 
 if __name__ == '__main__':
+  # Flags are defined here, not at import: tests import this module into the suite's one flag registry
+  # (WORKSPACE.md, helper programs).
+  flags.DEFINE_list('runs', [], 'Run directories of one sweep (comma-separated; or give them as arguments).')
+  flags.DEFINE_string('out', '', 'Optional JSON file for the selection.')
   try:
     app.run(main)
   except ConfigError as e:
