@@ -66,8 +66,8 @@ def test_backward_kernels_lower_for_cuda_as_one_mosaic_kernel_each(d, kh):
 
 def test_chained_layers_lower_each_kernel_once():
   """A model calls the kernels once per layer: four layers' gradient holds as many Mosaic kernels as two
-  layers' (one more than a single layer's three), not twice
-  as many (PERF.md v5: per-call-site lowering cost an 18-layer model minutes)."""
+  layers' (one more than a single layer's three), not twice as many (PERF.md v5: per-call-site lowering
+  cost an 18-layer model minutes)."""
   q = jax.ShapeDtypeStruct((1, 384, 2, 64), jnp.bfloat16)
 
   def kernels(layers):
@@ -146,7 +146,7 @@ def _emulated_backward(q, k, v, do, drem, scale):
   b = jnp.where(visible, -kernel_mgpu._softplus2(s_all), 0.0)
   per_block = b.reshape(t, nb, 64).sum(-1)  # [query, key block]
   csnap = (jnp.cumsum(per_block[:, ::-1], axis=1)[:, ::-1] - per_block).T  # carry before each key block
-  tri = (jnp.arange(64)[:, None] <= jnp.arange(64)[None, :]).astype(f32)
+  tri = kernel_mgpu._triangle(64, f32)
 
   def prefix(init, x, _, dtype, nparts):
     hi = x.astype(dtype).astype(f32)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
 import ml_collections
 import numpy as np
 
+from common import app as common_app
 from common import config as config_lib
 from common import results
 from common.errors import ConfigError
@@ -176,5 +176,4 @@ if __name__ == '__main__':
   try:
     app.run(main)
   except ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    common_app.fail(str(e))

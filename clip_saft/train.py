@@ -243,20 +243,16 @@ def load_eval_sets(config):
   out = {}
   val_size = config.data.get('val_size', 0)
   if config.data.source == 'procedural':
-    for split in config.data.eval_splits + (
-      ('shortcut_test',) if config.finetune.shortcut_diagnostic else ()
-    ):
+    splits = config.data.eval_splits + (('shortcut_test',) if config.finetune.shortcut_diagnostic else ())
+    sizes = [(split, config.data.eval_size) for split in splits] + (
+      [(data.VAL_SPLIT, val_size)] if val_size else []
+    )
+    for split, size in sizes:
       images, labels, _ = data.make_split(
-        config.seed, split, config.data.eval_size, config.data.num_classes, config.data.image_size,
+        config.seed, split, size, config.data.num_classes, config.data.image_size,
         chunk=config.data.render_chunk,
       )  # fmt: skip
       out[split] = {'images': model_input(images), 'labels': labels, 'classes': None}
-    if val_size:
-      images, labels, _ = data.make_split(
-        config.seed, data.VAL_SPLIT, val_size, config.data.num_classes, config.data.image_size,
-        chunk=config.data.render_chunk,
-      )  # fmt: skip
-      out[data.VAL_SPLIT] = {'images': model_input(images), 'labels': labels, 'classes': None}
     return out
   wnids, _ = data.read_class_list(config.folders.class_list)
   sources = {'imagenet_val': (config.folders.imagenet_val_dir, False, False)}

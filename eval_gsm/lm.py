@@ -47,9 +47,8 @@ def training_texts(
   for pair in pairs:
     for split in core.SPLITS:
       weight = float(mix.get(split, 0.0))
-      if (
-        weight > 0 and rng.random() < weight
-      ):  # Drawn first, so exclusions leave the other draws as they were.
+      # Drawn before the exclusions below, so an excluded text leaves the other draws as they were.
+      if weight > 0 and rng.random() < weight:
         if split == 'indep' and pair.indep_q1 is None:
           continue
         if split == 'comp' and pairs_lib.template_combination(pair) in comp_excluded:

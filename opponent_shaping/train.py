@@ -382,28 +382,20 @@ def game_stats(game_name: str, traj: Trajectory) -> dict:
 
 
 def clip_by_global_norm_per_seat(max_norm) -> optax.GradientTransformation:
-  """`optax.clip_by_global_norm` applied to each slice of the leading (seat) axis on its own: slice i is
-  scaled by max_norm / ‖g_i‖ where its own global norm ‖g_i‖ (over every leaf) reaches max_norm.
+  """`optax.clip_by_global_norm` applied to each slice of the leading (seat) axis on its own (vmapped): slice
+  i is scaled by max_norm / ‖g_i‖ where its own global norm ‖g_i‖ (over every leaf) reaches max_norm.
 
   Independent play stacks the two learners' parameters on that axis and steps them with one optimizer (Adam
   is element-wise, so only the clip could couple them); with a joint norm, a gradient spike of one learner
-  would shrink the other's step. The state is `optax.EmptyState`, as `clip_by_global_norm`'s.
+  would shrink the other's step. The state is `clip_by_global_norm`'s (empty).
   """
+  clip = optax.clip_by_global_norm(max_norm)
 
   def update_fn(updates, state, params=None):
     del params
-    leaves = jax.tree.leaves(updates)
-    seats = leaves[0].shape[0]
-    sq = sum(jnp.sum(jnp.square(x).reshape(seats, -1), axis=1) for x in leaves)
-    g_norm = jnp.sqrt(sq)  # [seats]
+    return jax.vmap(lambda seat: clip.update(seat, state)[0])(updates), state
 
-    def clip_fn(t):
-      norm = g_norm.reshape((seats,) + (1,) * (t.ndim - 1)).astype(t.dtype)
-      return jnp.where(norm < max_norm, t, (t / norm) * max_norm)
-
-    return jax.tree.map(clip_fn, updates), state
-
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+  return optax.GradientTransformation(clip.init, update_fn)
 
 
 def make_optimizers(config):
