@@ -1,36 +1,61 @@
 #!/usr/bin/env bash
-# One device call that runs several small experiments side by side on one GPU (each takes a slice of its
-# memory), each under TIMEOUT seconds; rerunning the same call resumes them (workdirs under runs/gpu/, kept
-# while the machine stays warm). Wall-clocks measured this way are shared-GPU times: say so where reported.
-# Each 'NAME=CONFIG [FLAGS...]' runs `python -m PROJECT.main --config=CONFIG FLAGS --workdir=runs/gpu/NAME`
-# (PROJECT = the config's folder; quote a spec that has flags); results.json claims are printed and the
-# workdirs, without checkpoints or TensorBoard files, are packed into $OUT/NAME.tgz.
-# Usage: bash tools/gpu_parallel.sh TIMEOUT 'NAME=CONFIG [FLAGS...]' ['NAME=CONFIG [FLAGS...]' ...]
+# One device call that runs several experiments side by side, on one GPU or spread over the GPUs of the
+# machine (each run takes a slice of its GPU's memory), each under TIMEOUT seconds; rerunning the same call
+# resumes them (workdirs under runs/gpu/, kept while the machine stays warm). Wall-clocks measured this way
+# are shared-GPU times: say so where reported.
+#
+# Specs:
+#   'NAME=CONFIG [FLAGS...]'     `python -m PROJECT.main --config=CONFIG FLAGS --workdir=runs/gpu/NAME`
+#                                (PROJECT = the config's folder; quote a spec that has flags)
+#   'NAME=sh:COMMAND'            `bash -c COMMAND` (its own workdir, if any, should be runs/gpu/NAME)
+#   'NAME@G=...'                 either form, pinned to GPU G (CUDA_VISIBLE_DEVICES=G); without @G, runs
+#                                go round-robin over the machine's GPUs.
+# Each run's output goes to runs/gpu/NAME.log; results.json claims are printed. The workdirs (without
+# checkpoints or TensorBoard files) are packed into one $OUT/gpuG.tgz per GPU, so a call returns at most
+# one file per GPU plus $OUT/logs.tgz (the return limit is 8 files of 16 MiB).
+# The wheels in .whl/ are installed into /tmp/site and kept in runs/.whl so a later call on the same warm
+# machine needs not carry them again.
+# Usage: bash tools/gpu_parallel.sh TIMEOUT SPEC [SPEC ...]
 set -u
 export PYTHONUNBUFFERED=1
 timeout_s=$1; shift
-if ls .whl/*.whl > /dev/null 2>&1; then
+mkdir -p "$OUT" runs/gpu runs/.whl
+if ls .whl/*.whl > /dev/null 2>&1; then cp -n .whl/*.whl runs/.whl/; fi
+if ls runs/.whl/*.whl > /dev/null 2>&1 && [ ! -f /tmp/site/.installed ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .whl/*.whl || exit 1
+    runs/.whl/*.whl && touch /tmp/site/.installed || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD
-export XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-$(python3 -c "print(round(0.9 / $#, 2))")}
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-mkdir -p "$OUT" runs/gpu
-declare -A pids
+nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
+ngpu=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
+declare -A gpu_of runs_on
+i=0
 for spec in "$@"; do
-  name=${spec%%=*}; rest=${spec#*=}; config=${rest%% *}; project=${config%%/*}
-  read -r -a flags <<< "${rest#"$config"}"
-  ( start=$(date +%s)
-    timeout "$timeout_s" python3 -m "$project.main" --config="$config" "${flags[@]}" \
-      --workdir="runs/gpu/$name" >> "runs/gpu/$name.log" 2>&1
+  head=${spec%%=*}; name=${head%@*}
+  if [ "$head" != "$name" ]; then gpu=${head#*@}; else gpu=$(( i % ngpu )); i=$(( i + 1 )); fi
+  gpu_of[$name]=$gpu; runs_on[$gpu]=$(( ${runs_on[$gpu]:-0} + 1 ))
+done
+for spec in "$@"; do
+  head=${spec%%=*}; name=${head%@*}; rest=${spec#*=}; gpu=${gpu_of[$name]}
+  fraction=${MEM_FRACTION:-$(python3 -c "print(round(0.9 / ${runs_on[$gpu]}, 2))")}
+  ( export CUDA_VISIBLE_DEVICES=$gpu XLA_PYTHON_CLIENT_MEM_FRACTION=$fraction
+    start=$(date +%s)
+    echo "== $(date -u +%H:%M:%S) start on GPU $gpu (memory fraction $fraction)" >> "runs/gpu/$name.log"
+    if [ "${rest#sh:}" != "$rest" ]; then
+      timeout "$timeout_s" bash -c "${rest#sh:}" >> "runs/gpu/$name.log" 2>&1
+    else
+      config=${rest%% *}; project=${config%%/*}
+      read -r -a flags <<< "${rest#"$config"}"
+      timeout "$timeout_s" python3 -m "$project.main" --config="$config" "${flags[@]}" \
+        --workdir="runs/gpu/$name" >> "runs/gpu/$name.log" 2>&1
+    fi
     echo "exit $? after $(( $(date +%s) - start )) s" >> "runs/gpu/$name.log" ) &
-  pids[$name]=$!
 done
 wait
+declare -A packed
 for spec in "$@"; do
-  name=${spec%%=*}
-  echo "== $name: $(tail -1 "runs/gpu/$name.log")"
+  head=${spec%%=*}; name=${head%@*}; gpu=${gpu_of[$name]}
+  echo "== $name (GPU $gpu): $(tail -1 "runs/gpu/$name.log")"
   grep -E 'Error|Traceback' "runs/gpu/$name.log" | tail -3 | cut -c1-300
   python3 - "runs/gpu/$name" <<'PY'
 import json, sys
@@ -42,7 +67,12 @@ for c in d.get('claims', []):
   print(f"  {c['name']}: {c['measured']} ({c['criterion']}) {'PASS' if c['passed'] else 'FAIL'}")
 print(f"  wall {d.get('wall_clock_s', 0):.0f} s")
 PY
-  cp "runs/gpu/$name.log" "runs/gpu/$name/run.log" 2>/dev/null
-  tar czf "$OUT/$name.tgz" -C runs/gpu --exclude=checkpoints --exclude=tensorboard "$name"
+  [ -d "runs/gpu/$name" ] && cp "runs/gpu/$name.log" "runs/gpu/$name/run.log" && packed[$gpu]+="$name "
 done
+for gpu in "${!packed[@]}"; do
+  # shellcheck disable=SC2086
+  tar czf "$OUT/gpu$gpu.tgz" -C runs/gpu --exclude=checkpoints --exclude=tensorboard --exclude=pretrain \
+    ${packed[$gpu]}
+done
+tar czf "$OUT/logs.tgz" -C runs/gpu $(cd runs/gpu && ls *.log)
 ls -la "$OUT"
