@@ -198,6 +198,27 @@ def validate(config, env: Optional[envs_lib.Env] = None) -> envs_lib.Env:
 # --------------------------------------------------------------------------- #
 
 
+class first_call_logged:  # pylint: disable=invalid-name  # Used as a function.
+  """`fn` that logs before its first call and, once that call's outputs are ready, how long it took.
+  Other attributes (`lower`, `_cache_size`) are the wrapped jitted function's."""
+
+  def __init__(self, fn, name: str):
+    self.fn, self.name, self.done = fn, name, False
+
+  def __call__(self, *args):
+    if self.done:
+      return self.fn(*args)
+    logging.info('%s: first call (compiling)...', self.name)
+    t0 = time.time()
+    out = jax.block_until_ready(self.fn(*args))
+    logging.info('%s: first call took %.1f s, compilation included', self.name, time.time() - t0)
+    self.done = True
+    return out
+
+  def __getattr__(self, attr):
+    return getattr(self.fn, attr)
+
+
 class Programs:
   """The jitted, seed-vmapped programs of one method (each compiles once per run).
 
@@ -220,9 +241,14 @@ class Programs:
     else:
       agent = td3.TD3(env, cfg, sparse=sparse, injection=method == 'injection')
       init = jax.jit(jax.vmap(agent.init))
-      self.chunk = jax.jit(jax.vmap(lambda s, start: agent.run_chunk(s, start, length), in_axes=(0, None)))
-      self.evaluate = jax.jit(jax.vmap(agent.evaluate))
-      self.probe = jax.jit(jax.vmap(agent.probe))
+      # The first call of each program is logged with its time (compilation included): on GPUs, MJX inside
+      # a scanned chunk can compile for minutes, and a run that stalls there should say so.
+      self.chunk = first_call_logged(
+        jax.jit(jax.vmap(lambda s, start: agent.run_chunk(s, start, length), in_axes=(0, None))),
+        f'{method}: chunk',
+      )
+      self.evaluate = first_call_logged(jax.jit(jax.vmap(agent.evaluate)), f'{method}: evaluate')
+      self.probe = first_call_logged(jax.jit(jax.vmap(agent.probe)), f'{method}: probe')
       if shared is not None:
         shared[key] = (agent, init, self.chunk, self.evaluate, self.probe)
     self.agent = agent
@@ -257,6 +283,8 @@ class Programs:
         return hook(state, k, jax.random.fold_in(jax.random.fold_in(state.key, td3.RNG_HOOK), k))
 
       self.hook = jax.jit(jax.vmap(keyed, in_axes=(0, None)))
+    if self.hook is not None:
+      self.hook = first_call_logged(self.hook, f'{method}: hook')
 
   @staticmethod
   def place(state):

@@ -2,6 +2,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -223,3 +224,13 @@ def test_bench_imports_without_defining_flags_and_injection_programs_build():
   assert redo.chunk is reset.chunk and redo.probe is reset.probe and programs.chunk is not redo.chunk
   assert redo.hook is not reset.hook and reset.agent is redo.agent
   assert programs.hook_every == 200 and {p[0] for p in programs.agent.critic_paths} == {'base', 'new', 'init'}
+
+
+def test_first_call_logged_times_only_the_first_call(monkeypatch):
+  lines = []
+  monkeypatch.setattr(train.logging, 'info', lambda msg, *a: lines.append(msg % a))
+  f = jax.jit(lambda x: x + 1)
+  g = train.first_call_logged(f, 'td3: chunk')
+  assert int(g(jnp.int32(1))) == 2 and int(g(jnp.int32(2))) == 3
+  assert len(lines) == 2 and lines[0].startswith('td3: chunk: first call') and 'took' in lines[1]
+  assert g._cache_size() == 1  # Attributes come from the jitted function.

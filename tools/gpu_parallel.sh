@@ -26,6 +26,8 @@ if ls runs/.whl/*.whl > /dev/null 2>&1 && [ ! -f /tmp/site/.installed ]; then
     runs/.whl/*.whl && touch /tmp/site/.installed || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD
+# A persistent compilation cache on the warm machine: a run resumed in the next call skips its compiles.
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$PWD/runs/.jax_cache}
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
 ngpu=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
 declare -A gpu_of runs_on
