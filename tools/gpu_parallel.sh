@@ -21,9 +21,12 @@ export PYTHONUNBUFFERED=1
 timeout_s=$1; shift
 mkdir -p "$OUT" runs/gpu runs/.whl
 if ls .whl/*.whl > /dev/null 2>&1; then cp -n .whl/*.whl runs/.whl/; fi
-if ls runs/.whl/*.whl > /dev/null 2>&1 && [ ! -f /tmp/site/.installed ]; then
+new=()  # Wheels not installed yet on this machine (a later call may carry more).
+for w in runs/.whl/*.whl; do [ -f "$w" ] && [ ! -f "/tmp/site/.done.$(basename "$w")" ] && new+=("$w"); done
+if [ ${#new[@]} -gt 0 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    runs/.whl/*.whl && touch /tmp/site/.installed || exit 1
+    "${new[@]}" || exit 1
+  for w in "${new[@]}"; do touch "/tmp/site/.done.$(basename "$w")"; done
 fi
 export PYTHONPATH=/tmp/site:$PWD
 # A persistent compilation cache on the warm machine: a run resumed in the next call skips its compiles.
