@@ -193,6 +193,26 @@ def sample_clips(rng, config, look=None):
   return jax.vmap(clip)(jax.random.split(rng, batch))
 
 
+def augment_clips(rng, frames):
+  """Random appearance changes per clip (frames (B, F, S, S, 3) in [0, 1]), the same for every frame of a
+  clip: contrast inversion with probability 1/2, a random permutation of the colour channels, and a per-channel
+  gain in [0.6, 1.2] and offset in [-0.2, 0.2], clipped to [0, 1]. Ours (2026-11-28), not the paper's: GenRL's
+  InternVideo2 was trained on web video and recognises the DMC bodies in any colours; a VLM trained on one
+  appearance alone does not carry over to the agent's (agent-look caption accuracy near chance, and text
+  targets that rank random episodes above the expert's), so it learns captions under varied appearances
+  instead, never seeing the agent's exact look."""
+
+  def one(rng, clip):
+    k_inv, k_perm, k_gain, k_off = jax.random.split(rng, 4)
+    clip = jnp.where(jax.random.bernoulli(k_inv), 1.0 - clip, clip)
+    clip = clip[..., jax.random.permutation(k_perm, 3)]
+    gain = jax.random.uniform(k_gain, (3,), minval=0.6, maxval=1.2)
+    offset = jax.random.uniform(k_off, (3,), minval=-0.2, maxval=0.2)
+    return jnp.clip(clip * gain + offset, 0.0, 1.0)
+
+  return jax.vmap(one)(jax.random.split(rng, frames.shape[0]), frames)
+
+
 def make_train_chunk(config):
   model = make_model(config)
   tx = optax.adam(config.vlm.lr)
@@ -206,6 +226,8 @@ def make_train_chunk(config):
   def train_step(carry, step):
     params, opt_state, rng = carry
     frames, captions = sample_clips(jax.random.fold_in(rng, step), config)
+    if config.vlm.augment:
+      frames = augment_clips(jax.random.fold_in(jax.random.fold_in(rng, step), 1), frames)
     loss, grad = jax.value_and_grad(loss_fn)(params, frames, captions)
     updates, opt_state = tx.update(grad, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state, rng), loss

@@ -75,3 +75,16 @@ def test_read_video_spreads_frames_and_errors_name_the_file(tmp_path):
   (tmp_path / 'text.gif').write_text('not an image')
   with pytest.raises(ConfigError, match='cannot be read'):
     vlm.read_video(str(tmp_path / 'text.gif'), 2, 16)
+
+
+def test_augment_clips_changes_each_clip_one_way_for_all_its_frames():
+  rng = np.random.default_rng(0)
+  frame = rng.uniform(size=(1, 1, 6, 6, 3)).astype(np.float32)
+  frames = jnp.asarray(np.tile(frame, (64, 4, 1, 1, 1)))  # 64 clips of one repeated frame.
+  out = vlm.augment_clips(jax.random.PRNGKey(0), frames)
+  assert out.shape == frames.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+  np.testing.assert_array_equal(out, jnp.repeat(out[:, :1], 4, axis=1))  # Same change over a clip's frames.
+  assert len({np.asarray(c[0]).tobytes() for c in out}) == 64  # Each clip its own change.
+  black = vlm.augment_clips(jax.random.PRNGKey(1), jnp.zeros((64, 2, 4, 4, 3)))
+  inverted = np.asarray(black.mean(axis=(1, 2, 3, 4))) > 0.3  # 1 * gain + offset >= 0.4; else <= 0.2.
+  assert 15 <= inverted.sum() <= 49

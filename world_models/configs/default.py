@@ -54,6 +54,9 @@ def get_config(arg=None):
       'steps': 3000,
       'lr': 1e-3,
       'temperature': 0.07,
+      # Random appearance changes of the training clips (`vlm.augment_clips`; ours, not the paper's): without
+      # them the VLM, trained on VLM_LOOK only, does not carry over to the agent's look. False: one look only.
+      'augment': True,
     }
   )
   c.wm = ml_collections.ConfigDict(
