@@ -62,7 +62,8 @@ for spec in "$@"; do
   head=${spec%%=*}; name=${head%@*}; gpu=${gpu_of[$name]}
   echo "== $name (GPU $gpu): $(tail -1 "runs/gpu/$name.log")"
   grep -E 'Error|Traceback' "runs/gpu/$name.log" | tail -3 | cut -c1-300
-  grep -v -E 'warn|^\s*$' "runs/gpu/$name.log" | tail -4 | head -3 | cut -c1-200 | sed 's/^/  | /'  # Where it got to.
+  # Where it got to: its last lines before the exit line.
+  grep -v -E 'warn|^\s*$' "runs/gpu/$name.log" | tail -4 | head -3 | cut -c1-200 | sed 's/^/  | /'
   python3 - "runs/gpu/$name" <<'PY'
 import json, sys
 try:

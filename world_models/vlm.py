@@ -195,12 +195,12 @@ def sample_clips(rng, config, look=None):
 
 def augment_clips(rng, frames):
   """Random appearance changes per clip (frames (B, F, S, S, 3) in [0, 1]), the same for every frame of a
-  clip: contrast inversion with probability 1/2, a random permutation of the colour channels, and a per-channel
-  gain in [0.6, 1.2] and offset in [-0.2, 0.2], clipped to [0, 1]. Ours (2026-11-28), not the paper's: GenRL's
-  InternVideo2 was trained on web video and recognises the DMC bodies in any colours; a VLM trained on one
-  appearance alone does not carry over to the agent's (agent-look caption accuracy near chance, and text
-  targets that rank random episodes above the expert's), so it learns captions under varied appearances
-  instead, never seeing the agent's exact look."""
+  clip: contrast inversion with probability 1/2, a random permutation of the colour channels, and a
+  per-channel gain in [0.6, 1.2] and offset in [-0.2, 0.2], clipped to [0, 1]. Ours (2026-11-28), not the
+  paper's: GenRL's InternVideo2 was trained on web video and recognises the DMC bodies in any colours; a VLM
+  trained on one appearance alone does not carry over to the agent's (agent-look caption accuracy near
+  chance, and text targets that rank random episodes above the expert's), so it learns captions under
+  varied appearances instead, never seeing the agent's exact look."""
 
   def one(rng, clip):
     k_inv, k_perm, k_gain, k_off = jax.random.split(rng, 4)

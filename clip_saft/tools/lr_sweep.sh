@@ -5,7 +5,8 @@
 # fine-tunes the same weights). Ends with `clip_saft.select` (each method's lr chosen on id_val).
 # Rerunning the same command resumes every setting.
 #   bash clip_saft/tools/lr_sweep.sh SWEEP_DIR CONFIG 'FT_LR:SAFT_LR ...' [FLAGS...]
-# e.g. bash clip_saft/tools/lr_sweep.sh runs/gpu/cs clip_saft/configs/gpu_room.py:variant=steps1k_noise30_photo5 \
+# e.g. bash clip_saft/tools/lr_sweep.sh runs/gpu/cs \
+#        clip_saft/configs/gpu_room.py:variant=steps1k_noise30_photo5 \
 #        '1e-5:1e-5 3e-5:3e-5 1e-4:1e-4 1e-4:3e-4' --config.data.shots=64
 set -u
 sweep=$1 config=$2 settings=$3; shift 3
@@ -24,7 +25,8 @@ launch_one() { local d=$1 s=$2; python3 -m clip_saft.main --config="$config" "${
 read -r -a list <<< "$settings"
 launch_one "$first" "${list[0]}" &
 pids=($!)
-# The final pretraining checkpoint: <first>/pretrain/checkpoints/<pretrain.steps> (orbax renames it into place when done).
+# The final pretraining checkpoint: <first>/pretrain/checkpoints/<pretrain.steps> (orbax renames it into
+# place when done).
 until python3 - "$first" <<'PY'
 import json, os, sys
 d = sys.argv[1]
@@ -43,7 +45,8 @@ for i in "${!list[@]}"; do
   [ "$i" = 0 ] && continue
   d=${dirs[$i]}
   if [ ! -f "$d/config.json" ]; then
-    mkdir -p "$d" && cp -r "$first/pretrain" "$d/" && grep '"pretrain/' "$first/metrics.jsonl" > "$d/metrics.jsonl"
+    mkdir -p "$d" && cp -r "$first/pretrain" "$d/" \
+      && grep '"pretrain/' "$first/metrics.jsonl" > "$d/metrics.jsonl"
   fi
   launch_one "$d" "${list[$i]}" &
   pids+=($!)
