@@ -160,6 +160,8 @@ def make_sequential(config, chain, manager: str):
       }
       if signals:  # Factories whose units from A equal their recommendation.
         stats['followed'] = (info['units_a'] == signal).astype(jnp.float32).mean(-1)
+      if pays:  # The bonus offered per unit from B (mean over factories), paid or not.
+        stats['bonus'] = bonus_values[bonus].mean(-1)
       return env, Batch(x, actions, logp, rew['agents'], gs, bonus, signal, m_logp, rew['manager'], stats)
 
     _, batch = jax.lax.scan(step, env, jax.random.split(k_loop, chain.episode_length))
@@ -219,7 +221,7 @@ def make_sequential(config, chain, manager: str):
           entropy = entropy + ppo.entropy_of_logits(s_logits).mean()
         pg, _ = ppo.ppo_clipped_loss(logp, batch.m_logp, m_adv, clip_eps=config.clip_eps)
         v = m_critic.apply(params['critic'], batch.gs)[..., 0]
-        return pg + config.value_coef * ppo.value_loss(v, m_ret) - config.entropy * entropy
+        return pg + config.value_coef * ppo.value_loss(v, m_ret) - config.manager_entropy * entropy
 
       new_p, new_opt, m_loss = ppo_epochs(
         state.manager, state.manager_opt, manager_tx, manager_loss, config.ppo_epochs
@@ -257,6 +259,8 @@ def summarize(stats) -> dict:
   }
   if 'followed' in stats:  # Only with a signal: the share of factory decisions that follow it.
     out['signal_followed'] = stats['followed'].mean()
+  if 'bonus' in stats:  # Only with incentives: the mean bonus offered (uniform over the levels at the start).
+    out['mean_bonus'] = stats['bonus'].mean()
   return out
 
 

@@ -58,6 +58,7 @@ def get_config(arg=None):
   c.ppo_epochs = 4
   c.value_coef = 0.5
   c.entropy = 0.01
+  c.manager_entropy = 0.01  # The manager's own entropy bonus (2026-11-28; before, it shared `entropy`).
   c.grad_clip = 1.0
   c.reward_scale = 0.1  # Learning only; every reported number is in profit units.
   c.log_every = 50
