@@ -934,6 +934,19 @@ def reward_check_claims(config, scores) -> list[results.Claim]:
   ]
 
 
+def vlm_transfer_claim(config, accuracy) -> results.Claim:
+  """V0, a precondition of the gpu plan (ours, 2026-11-28): the VLM, trained on its own look only, must
+  recognise the captions in clips drawn in the agent's look, or a text prompt lands where the connector never
+  was and G1-G4 measure nothing (the 2026-11-28 gpu run: agent-look accuracy at chance, the reward ranking
+  random episodes above the expert's). Chance is 1 / (number of captions)."""
+  return results.Claim.at_least(
+    "V0 VLM caption accuracy on clips in the agent's look (it never trained on that look)",
+    paper='a foundation VLM recognises the body in any colours',
+    measured=float(accuracy['AGENT_LOOK']),
+    threshold=config.acceptance.min_vlm_transfer,
+  )
+
+
 def acceptance_claims(config, scores) -> list[results.Claim]:
   """G1-G4 of the gpu plan (research note section 5.4), thresholds from config.acceptance."""
   a = config.acceptance
@@ -1081,7 +1094,7 @@ def train_and_evaluate(config, workdir: str):
   ]
   claims += reward_check_claims(config, scores)
   if config.acceptance.enabled:
-    claims += acceptance_claims(config, scores)
+    claims += [vlm_transfer_claim(config, accuracy)] + acceptance_claims(config, scores)
   extra = {
     'scores': {
       m: {p: {k: v for k, v in s.items() if k != 'reward_check'} for p, s in ps.items()}

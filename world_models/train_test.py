@@ -268,3 +268,10 @@ def test_video_prompt_files_are_read_before_compiling_and_get_their_own_runs(tmp
   frames[0].save(tmp_path / 'arm_pointing_up.gif', save_all=True, append_images=frames[1:])
   train.validate(c)
   assert train._run_name(c, 'genrl', 'arm pointing up') == 'genrl_arm_pointing_up_videofile'
+
+
+def test_vlm_transfer_claim_reads_agent_look_accuracy_against_its_threshold():
+  config = default.get_config('smoke')
+  low = train.vlm_transfer_claim(config, {'AGENT_LOOK': 0.11, 'VLM_LOOK': 0.9})
+  high = train.vlm_transfer_claim(config, {'AGENT_LOOK': 0.69, 'VLM_LOOK': 0.75})
+  assert not low.passed and high.passed and high.measured == 0.69

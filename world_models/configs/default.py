@@ -131,7 +131,14 @@ def get_config(arg=None):
   c.strips = ml_collections.ConfigDict({'frames': 16, 'stride': 4, 'scale': 2, 'frame_ms': 200})
   # The gpu plan's acceptance (research note section 5.4); configs/gpu.py turns it on.
   c.acceptance = ml_collections.ConfigDict(
-    {'enabled': False, 'min_score': 0.6, 'min_prompts': 3, 'min_margin': 0.1, 'min_data_free_ratio': 0.8}
+    {
+      'enabled': False,
+      'min_score': 0.6,
+      'min_prompts': 3,
+      'min_margin': 0.1,
+      'min_data_free_ratio': 0.8,
+      'min_vlm_transfer': 0.5,  # V0 (ours, 2026-11-28): agent-look caption accuracy; chance 1/9 on the arm.
+    }
   )
   if arg.smoke:
     c.env.image_size = 32

@@ -24,6 +24,8 @@ episodes, random and scripted-expert returns from the same initial states):
   G2 GenRL's mean normalised score exceeds the VLM-reward baseline's by >= 0.1;
   G3 data-free mean >= 0.8 x data-based mean;
   G4 the frames decoded from each prompt's target latents rank that prompt top-2 of 4 under the VLM.
+  V0 (a precondition, ours since 2026-11-28) the VLM's caption accuracy on clips in the agent's look, which it
+     never trained on, is >= 0.5 (chance 1/9): else text prompts cannot be grounded and G1-G4 measure nothing.
 Budget (an estimate, not measured: no device time yet): world model ~15k steps at >= 60 it/s is ~4 min;
 behaviour 4 prompts x 4 methods x 3000 steps ~ 8 min; each stage checkpoints and resumes, so the same
 command is rerun across 10-minute calls until results.json appears.
