@@ -282,9 +282,7 @@ class Programs:
       def keyed(state, k):
         return hook(state, k, jax.random.fold_in(jax.random.fold_in(state.key, td3.RNG_HOOK), k))
 
-      self.hook = jax.jit(jax.vmap(keyed, in_axes=(0, None)))
-    if self.hook is not None:
-      self.hook = first_call_logged(self.hook, f'{method}: hook')
+      self.hook = first_call_logged(jax.jit(jax.vmap(keyed, in_axes=(0, None))), f'{method}: hook')
 
   @staticmethod
   def place(state):

@@ -33,15 +33,16 @@ export PYTHONPATH=/tmp/site:$PWD
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$PWD/runs/.jax_cache}
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
 ngpu=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
-declare -A gpu_of runs_on
+declare -A gpu_of rest_of runs_on
+names=()
 i=0
 for spec in "$@"; do
   head=${spec%%=*}; name=${head%@*}
   if [ "$head" != "$name" ]; then gpu=${head#*@}; else gpu=$(( i % ngpu )); i=$(( i + 1 )); fi
-  gpu_of[$name]=$gpu; runs_on[$gpu]=$(( ${runs_on[$gpu]:-0} + 1 ))
+  names+=("$name"); gpu_of[$name]=$gpu; rest_of[$name]=${spec#*=}; runs_on[$gpu]=$(( ${runs_on[$gpu]:-0} + 1 ))
 done
-for spec in "$@"; do
-  head=${spec%%=*}; name=${head%@*}; rest=${spec#*=}; gpu=${gpu_of[$name]}
+for name in "${names[@]}"; do
+  rest=${rest_of[$name]}; gpu=${gpu_of[$name]}
   fraction=${MEM_FRACTION:-$(python3 -c "print(round(0.9 / ${runs_on[$gpu]}, 2))")}
   ( export CUDA_VISIBLE_DEVICES=$gpu XLA_PYTHON_CLIENT_MEM_FRACTION=$fraction
     start=$(date +%s)
@@ -58,8 +59,8 @@ for spec in "$@"; do
 done
 wait
 declare -A packed
-for spec in "$@"; do
-  head=${spec%%=*}; name=${head%@*}; gpu=${gpu_of[$name]}
+for name in "${names[@]}"; do
+  gpu=${gpu_of[$name]}
   echo "== $name (GPU $gpu): $(tail -1 "runs/gpu/$name.log")"
   grep -E 'Error|Traceback' "runs/gpu/$name.log" | tail -3 | cut -c1-300
   # Where it got to: its last lines before the exit line.
@@ -78,8 +79,7 @@ PY
 done
 for gpu in "${!packed[@]}"; do
   # shellcheck disable=SC2086
-  tar czf "$OUT/gpu$gpu.tgz" -C runs/gpu --exclude=checkpoints --exclude=tensorboard --exclude=pretrain \
-    ${packed[$gpu]}
+  tar czf "$OUT/gpu$gpu.tgz" -C runs/gpu --exclude=checkpoints --exclude=tensorboard ${packed[$gpu]}
 done
 tar czf "$OUT/logs.tgz" -C runs/gpu $(cd runs/gpu && ls *.log)
 ls -la "$OUT"

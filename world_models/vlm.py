@@ -225,9 +225,10 @@ def make_train_chunk(config):
 
   def train_step(carry, step):
     params, opt_state, rng = carry
-    frames, captions = sample_clips(jax.random.fold_in(rng, step), config)
+    key = jax.random.fold_in(rng, step)
+    frames, captions = sample_clips(key, config)
     if config.vlm.augment:
-      frames = augment_clips(jax.random.fold_in(jax.random.fold_in(rng, step), 1), frames)
+      frames = augment_clips(jax.random.fold_in(key, 1), frames)
     loss, grad = jax.value_and_grad(loss_fn)(params, frames, captions)
     updates, opt_state = tx.update(grad, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state, rng), loss
