@@ -189,30 +189,49 @@ class MetricWriter:
 
 
 def chunks(
-  total: int, chunk: int, *, start: int = 0, desc: str = 'train', disable: bool | None = None
+  total: int,
+  chunk: int,
+  *,
+  start: int = 0,
+  desc: str = 'train',
+  disable: bool = False,
+  log_interval_s: float = 60.0,
 ) -> Iterator[tuple[int, int]]:
-  """Yields `(begin, end)` step ranges of at most `chunk` steps from `start` to `total`, with a tqdm bar.
+  """Yields `(begin, end)` step ranges of at most `chunk` steps from `start` to `total`, with progress.
 
-  The bar starts at `start` when a run resumes. In a batch job (stderr not a terminal) it prints at most
-  once a minute so logs stay readable.
+  On a terminal the progress is a tqdm bar (starting at `start` when a run resumes). In a batch job (stderr
+  not a terminal) it is absl log lines: one when the loop starts, then at most one per `log_interval_s`
+  seconds and one at the end, each with the step, the percentage and the steps per second so far. (tqdm
+  alone printed nothing there: its bar is off when stderr is not a terminal; until 2026-11-28 this made
+  every batch job that trained through `chunks` silent after its start.) `disable=True`: no progress.
   """
-  from tqdm import tqdm
-
   if chunk <= 0:
     raise ValueError(f'chunk size must be positive, got {chunk}')
-  tty = sys.stderr.isatty()
-  with tqdm(
-    total=total,
-    initial=start,
-    desc=desc,
-    unit='step',
-    dynamic_ncols=True,
-    mininterval=0.5 if tty else 60.0,
-    disable=disable,
-  ) as bar:
-    begin = start
-    while begin < total:
-      end = min(begin + chunk, total)
-      yield begin, end
-      bar.update(end - begin)
-      begin = end
+  if not disable and sys.stderr.isatty():
+    from tqdm import tqdm
+
+    with tqdm(total=total, initial=start, desc=desc, unit='step', dynamic_ncols=True, mininterval=0.5) as bar:
+      for begin, end in _ranges(total, chunk, start):
+        yield begin, end
+        bar.update(end - begin)
+    return
+  from absl import logging
+
+  if not disable and start < total:
+    logging.info('%s: starting at step %d of %d', desc, start, total)
+  first = last = time.monotonic()
+  for begin, end in _ranges(total, chunk, start):
+    yield begin, end
+    now = time.monotonic()
+    if not disable and (now - last >= log_interval_s or end == total):
+      rate = (end - start) / max(now - first, 1e-9)
+      logging.info('%s: step %d of %d (%.0f %%), %.3g steps/s', desc, end, total, 100.0 * end / total, rate)
+      last = now
+
+
+def _ranges(total: int, chunk: int, start: int) -> Iterator[tuple[int, int]]:
+  begin = start
+  while begin < total:
+    end = min(begin + chunk, total)
+    yield begin, end
+    begin = end

@@ -109,3 +109,28 @@ def test_chunks(total, chunk, start, expected):
 def test_chunks_rejects_non_positive():
   with pytest.raises(ValueError):
     list(metrics.chunks(10, 0, disable=True))
+
+
+def test_chunks_log_progress_in_a_batch_job(caplog):
+  # Under pytest stderr is not a terminal: progress must come as log lines (tqdm alone printed nothing).
+  with caplog.at_level('INFO'):
+    assert list(metrics.chunks(10, 4, start=2, desc='wm', log_interval_s=0.0)) == [(2, 6), (6, 10)]
+  lines = [r.getMessage() for r in caplog.records]
+  assert lines[0] == 'wm: starting at step 2 of 10'
+  assert lines[1].startswith('wm: step 6 of 10 (60 %)')
+  assert lines[2].startswith('wm: step 10 of 10 (100 %)')
+  assert len(lines) == 3
+
+
+def test_chunks_log_at_most_once_per_interval_and_at_the_end(caplog):
+  with caplog.at_level('INFO'):
+    list(metrics.chunks(10, 1, desc='x', log_interval_s=3600.0))
+  lines = [r.getMessage() for r in caplog.records]
+  assert lines == ['x: starting at step 0 of 10', lines[1]]
+  assert lines[1].startswith('x: step 10 of 10 (100 %)')
+
+
+def test_chunks_disabled_logs_nothing(caplog):
+  with caplog.at_level('INFO'):
+    list(metrics.chunks(10, 4, disable=True, log_interval_s=0.0))
+  assert not caplog.records

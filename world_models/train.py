@@ -17,6 +17,7 @@ import re
 import time
 
 import flax
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -714,8 +715,11 @@ def train_vlm(fns: Functions, config, workdir, rng):
     init = fns.vlm_init(jax.random.fold_in(rng, 0))
     if ckpt.latest_step() == steps:
       return _commit(ckpt.restore(init)), None
+    logging.info('VLM: training %d steps in one compiled call', steps)
+    start = time.time()
     params, losses = fns.vlm_train(init, jax.random.fold_in(rng, 1))
     ckpt.save(steps, params, force=True)
+    logging.info('VLM: done in %.0f s, final loss %.4f', time.time() - start, float(np.asarray(losses)[-1]))
   return _commit(params), np.asarray(losses)
 
 
@@ -841,6 +845,14 @@ def train_behaviour(fns: Functions, config, workdir, method, prompt, wm_state, v
   final['target_rank'] = int(rank)
   final['reward_check'] = check
   results.write_json(os.path.join(sub, 'final.json'), final)
+  logging.info(
+    '%s: normalised score %.3f (return %.2f; expert %.2f, random %.2f)',
+    os.path.basename(sub),
+    final['normalised_score'],
+    final['return'],
+    final['expert_return'],
+    final['random_return'],
+  )
   return final
 
 
@@ -1013,6 +1025,11 @@ def train_and_evaluate(config, workdir: str):
   accuracy = {
     k: float(v) for k, v in fns.caption_accuracy(vlm_params, jax.random.fold_in(rng_vlm, 2)).items()
   }
+  # Written now, not only into results.json at the end, so a run cut by its time limit still has V0's input.
+  results.write_json(os.path.join(workdir, 'vlm', 'caption_accuracy.json'), accuracy)
+  logging.info(
+    'VLM caption accuracy: %s (V0 needs AGENT_LOOK >= %s)', accuracy, config.acceptance.min_vlm_transfer
+  )
   wm_state = train_world_model(fns, config, workdir, data, rng_wm)
   wm_state = train_connector_finetune(fns, config, workdir, wm_state, data, rng_conn_ft)
   scores = {}

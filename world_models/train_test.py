@@ -56,6 +56,10 @@ def test_end_to_end_writes_results(run):
   assert all(np.isfinite(v) for r in rows for v in r.values())
   assert os.path.exists(os.path.join(run, 'wm_loss.png'))
   assert not os.path.exists(os.path.join(run, 'wm_connector_ft'))  # Off by default.
+  # V0's input is on disk as soon as the VLM is trained (a run cut later still has it), equal to results.json's.
+  accuracy = results.read_json(os.path.join(run, 'vlm', 'caption_accuracy.json'))
+  assert accuracy == data['extra']['vlm_caption_accuracy']
+  assert set(accuracy) == {'VLM_LOOK', 'AGENT_LOOK'}
 
 
 def test_rollout_strips_written(run):

@@ -47,7 +47,7 @@ def get_config(arg=None):
     arg,
     smoke=False,
     stickman=False,
-    methods='genrl+genrl_data_free+genrl_no_aligner+vlm_reward',
+    methods='genrl+vlm_reward+genrl_data_free+genrl_no_aligner',  # G1, G2 first: a cut run has them.
     modality='text',
   )
   c = default.get_config(','.join(k for k in ('smoke', 'stickman') if arg[k]) or None)
