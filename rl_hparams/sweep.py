@@ -150,6 +150,8 @@ def validate(config) -> None:
     raise ConfigError(
       f'eval_iterations must be >= {games_lib.MIN_EVAL_ITERATIONS} so every MinAtar episode ends'
     )
+  if not isinstance(eval_first_game(config), bool):
+    raise ConfigError(f'eval_first_game must be True or False, got {eval_first_game(config)!r}')
   programs, _ = plan(config)
   for p in programs[:: max(1, len(programs) // 8)] + programs[-1:]:
     dqn.check_hparams(agent_config(config, p), stacked_hparams(config, p))
@@ -200,6 +202,12 @@ def stacked_hparams(config, program: Program) -> dqn.HParams:
   return dqn.stack([hp for hp in hps for _ in range(config.num_seeds)])
 
 
+def eval_first_game(config) -> bool:
+  """``config.eval_first_game`` (configs/paper.py sets it; absent means False): the evaluation counts each
+  eval env's first episode only and stops once every env has ended one, ``eval_iterations`` being the cap."""
+  return config.get('eval_first_game', False)
+
+
 class Compiled:
   """The jitted, vmapped functions of one program."""
 
@@ -214,10 +222,14 @@ class Compiled:
     self.agent = dqn.make_train(env, env_params, self.network, cfg)
     # Evaluation on `eval_envs` fresh environments with the trained parameters (same network).
     eval_env, eval_params = games_lib.make(config.env, program.game, evaluation=True)
-    evaluator = dqn.make_evaluator(eval_env, eval_params, self.network, cfg, config.eval_envs)
+    eval_cfg = dataclasses.replace(cfg, eval_first_episode=eval_first_game(config))
+    self.evaluator = dqn.make_evaluator(eval_env, eval_params, self.network, eval_cfg, config.eval_envs)
     self.init = jax.jit(jax.vmap(self.agent.init))
-    n = int(config.eval_iterations)
-    self.evaluate = jax.jit(jax.vmap(lambda state, hp, rng: evaluator.evaluate(state, hp, n, rng)))
+    n, evaluate = int(config.eval_iterations), self.evaluator.evaluate
+    # The runs step together until every run is done (`axis_name`: no stale host emulator state).
+    self.evaluate = jax.jit(
+      jax.vmap(lambda state, hp, rng: evaluate(state, hp, n, rng, axis_name='runs'), axis_name='runs')
+    )
     self._run_chunk = dqn.vmapped_chunks(self.agent)
 
   def run_chunk(self, state, hp, num_iterations: int):
@@ -236,7 +248,12 @@ def random_score(config, workdir: str, program: Program, compiled_fn: Callable[[
   """Mean return of the uniformly random policy on the game (epsilon 1), measured once and kept in JSON."""
   path = os.path.join(workdir, RANDOM_DIR, f'{program.game}.json')
   done = results.read_json(path)
-  if done is not None and done.get('eval_iterations') == config.eval_iterations:
+  first = eval_first_game(config)
+  if (
+    done is not None
+    and done.get('eval_iterations') == config.eval_iterations
+    and done.get('eval_first_game', False) == first
+  ):
     return float(done['return'])
   compiled = compiled_fn()
   hp = stacked_hparams(config, program)
@@ -249,7 +266,12 @@ def random_score(config, workdir: str, program: Program, compiled_fn: Callable[[
   value = float(np.mean(out['episode_return']))
   results.write_json(
     path,
-    {'game': program.game, 'return': value, 'eval_iterations': int(config.eval_iterations)},
+    {
+      'game': program.game,
+      'return': value,
+      'eval_iterations': int(config.eval_iterations),
+      'eval_first_game': first,
+    },
   )
   return value
 

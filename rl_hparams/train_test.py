@@ -124,6 +124,7 @@ def test_time_budget_stops_between_programs(tmp_path, monkeypatch):
     ({'games': ('Pong-MinAtar',)}, 'unknown MinAtar game'),
     ({'regimes': {'low': 1_100, 'high': 2_000}}, 'multiple of log_every'),
     ({'env': 'procgen'}, 'config.env must be'),
+    ({'eval_first_game': 'yes'}, 'eval_first_game must be True or False'),
   ],
 )
 def test_bad_config_fails_before_compiling(tmp_path, monkeypatch, overrides, match):
@@ -133,6 +134,20 @@ def test_bad_config_fails_before_compiling(tmp_path, monkeypatch, overrides, mat
     config[k] = v
   with pytest.raises(ConfigError, match=match):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_paper_config_evaluates_first_episodes():
+  """configs/paper.py counts each eval env's first episode (27k agent steps as the cap) in its evaluator;
+  the MinAtar default, which has no such field, keeps the fixed window."""
+  from rl_hparams.configs import paper
+
+  assert not sweep.eval_first_game(default.get_config())
+  c = paper.get_config()
+  assert sweep.eval_first_game(c) and c.eval_iterations == 27_000
+  pytest.importorskip('ale_py')
+  c = paper.get_config('smoke')
+  evaluator = sweep.Compiled(c, sweep.plan(c)[0][0]).evaluator.config
+  assert evaluator.eval_first_episode and evaluator.num_envs == c.eval_envs == 2
 
 
 def test_unknown_hyperparameter_in_the_sweep_is_named(tmp_path):

@@ -151,6 +151,8 @@ def validate(config) -> None:
   _multiple(config, 'log_every', config.num_envs, 'num_envs')
   _multiple(config, 'total_env_steps', config.log_every, 'log_every')
   _multiple(config, 'checkpoint_every', config.log_every, 'log_every')
+  if not isinstance(config.eval_first_game, bool):
+    raise ConfigError(f'eval_first_game must be True or False, got {config.eval_first_game!r}')
   if config.env == 'minatar' and config.eval_iterations < games.MIN_EVAL_ITERATIONS:
     raise ConfigError(
       f'eval_iterations must be >= {games.MIN_EVAL_ITERATIONS} so every env ends an episode, got '
@@ -186,10 +188,18 @@ class Programs:
     self.init = jax.jit(jax.vmap(self.agent.init))
     self.eval_iterations = int(config.eval_iterations)
     agent, n = self.agent, self.eval_iterations
+    # `eval_first_game`: each eval env's first game only, stopping once all have ended one (at most n steps).
+    eval_config = dataclasses.replace(agent_config(config), eval_first_episode=config.eval_first_game)
     if config.env == 'atari':  # Whole games, raw rewards: the score the Atari 100k papers report.
       eval_env, eval_params = games.make(config.env, game, evaluation=True)
-      agent = dqn.make_evaluator(eval_env, eval_params, self.network, agent_config(config), config.eval_envs)
-    self.evaluate = jax.jit(jax.vmap(lambda state, hp, rng: agent.evaluate(state, hp, n, rng)))
+      agent = dqn.make_evaluator(eval_env, eval_params, self.network, eval_config, config.eval_envs)
+    elif config.eval_first_game:
+      agent = dqn.make_evaluator(env, env_params, self.network, eval_config, config.num_envs)
+    self.eval_agent = agent
+    # The seeds step together until every seed is done (`axis_name`: no stale host emulator state).
+    self.evaluate = jax.jit(
+      jax.vmap(lambda state, hp, rng: agent.evaluate(state, hp, n, rng, axis_name='seeds'), axis_name='seeds')
+    )
     self._run_chunk = dqn.vmapped_chunks(self.agent)
 
   def run_chunk(self, state, hp, num_iterations: int):
@@ -230,7 +240,11 @@ def random_score(config, workdir: str, game: str, game_index: int, programs_fn) 
   """Mean return of the uniformly random policy (epsilon 1) on `game`, measured once and kept in JSON."""
   path = os.path.join(workdir, game, RANDOM_FILE)
   done = results.read_json(path)
-  if done is not None and done.get('eval_iterations') == config.eval_iterations:
+  if (
+    done is not None
+    and done.get('eval_iterations') == config.eval_iterations
+    and done.get('eval_first_game', False) == config.eval_first_game
+  ):
     return float(done['return'])
   programs = programs_fn()
   state = programs.init(seed_keys(config, game_index, 0), stacked_hparams(config))
@@ -245,7 +259,11 @@ def random_score(config, workdir: str, game: str, game_index: int, programs_fn) 
 
 
 def _eval_size(config) -> dict:
-  return {'eval_iterations': int(config.eval_iterations), 'num_envs': int(config.num_envs)}
+  return {
+    'eval_iterations': int(config.eval_iterations),
+    'eval_first_game': bool(config.eval_first_game),
+    'num_envs': int(config.num_envs),
+  }
 
 
 def run_one(config, workdir: str, game: str, game_index: int, variant: str, programs_fn) -> dict:

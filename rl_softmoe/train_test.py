@@ -92,6 +92,25 @@ def test_bad_config_fails_before_compiling(tmp_path, monkeypatch, overrides, mat
     train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
 
 
+def test_atari_evaluator_plays_first_games():
+  """The Atari configs evaluate each eval env's first whole game (`eval_first_game`), capped at 27k steps;
+  MinAtar keeps the fixed window; a value that is not a bool is refused."""
+  from rl_softmoe.configs import atari100k
+
+  for c in (atari100k.get_config(), paper.get_config()):
+    assert c.eval_first_game and c.eval_iterations == 27_000
+  c = default.get_config()
+  assert not c.eval_first_game
+  with c.ignore_type():
+    c.eval_first_game = 'yes'
+  with pytest.raises(ConfigError, match='eval_first_game must be True or False'):
+    train.validate(c)
+  pytest.importorskip('ale_py')
+  c = atari100k.get_config('smoke')
+  evaluator = train.Programs(c, 'Pong', 'V0').eval_agent.config
+  assert evaluator.eval_first_episode and evaluator.num_envs == c.eval_envs == 2
+
+
 def test_dqn_agent_is_the_earlier_one():
   """agent='dqn' builds exactly the Config and HParams the runs in results/ were made with."""
   c = default.get_config()
@@ -106,10 +125,13 @@ def test_dqn_agent_is_the_earlier_one():
   assert train.head(c) == {}
 
 
-def test_der_agent_trains_a_chunk():
+def test_der_agent_trains_a_chunk(tmp_path):
   """DER (C51, dueling, noisy head, n-step, prioritized replay): every penultimate variant feeds the C51
-  head, and a flatten-variant agent trains one tiny chunk (SoftMoE variants compile too slowly for CI)."""
+  head, and a flatten-variant agent trains one tiny chunk (SoftMoE variants compile too slowly for CI).
+  With `eval_first_game` (reusing this program), the random policy's evaluation counts one game per env, and
+  the stored random score is measured again, not read back, when that option changes."""
   c = tiny_config(agent='der', num_seeds=1, total_env_steps=400, log_every=400, learning_starts=100, hidden=8)
+  c.eval_first_game = True
   c.der.n_step = 3  # Overrides of the preset apply.
   c.der.noisy = True
   cfg, hp = train.agent_config(c), train.hparams(c)
@@ -129,6 +151,21 @@ def test_der_agent_trains_a_chunk():
   row = train.chunk_row(jax.device_get(stats_))
   assert row['updates'] == (400 - 100) // 4
   assert np.isfinite(row['loss']) and row['loss'] > 0
+  assert programs.eval_agent.config.eval_first_episode
+  out = programs.evaluate(state, train.stacked_hparams(c, eps_eval=1.0), train.seed_keys(c, 0, 2))
+  assert np.asarray(out['episodes']).tolist() == [c.num_envs]  # 1000 steps would end many more games.
+  workdir = str(tmp_path)
+  value = train.random_score(c, workdir, 'Breakout-MinAtar', 0, lambda: programs)
+  np.testing.assert_allclose(value, np.mean(out['episode_return']), rtol=1e-6)
+  assert results.read_json(os.path.join(workdir, 'Breakout-MinAtar', train.RANDOM_FILE))['eval_first_game']
+
+  def measure_again():
+    raise RuntimeError('measured again')
+
+  assert train.random_score(c, workdir, 'Breakout-MinAtar', 0, measure_again) == value  # Read back.
+  c.eval_first_game = False
+  with pytest.raises(RuntimeError, match='measured again'):
+    train.random_score(c, workdir, 'Breakout-MinAtar', 0, measure_again)
 
 
 @pytest.mark.parametrize('arg', ['', 'smoke'])

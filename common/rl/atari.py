@@ -39,7 +39,9 @@ LIFE; the Atari 100k papers report the raw score of whole games (human-normalise
     eval_agent = dqn.make_train(eval_env, eval_params, network, config)
     scores = eval_agent.evaluate(train_state, hparams, num_iterations, rng)   # raw per-game returns
 
-(`evaluate` only counts games that end within `num_iterations`; a game lasts at most 27,000 steps.) In a
+(`evaluate` only counts games that end within `num_iterations`; a game lasts at most 27,000 steps. With
+`dqn.Config.eval_first_episode` it counts each env's first game and stops once all have ended; vmapped over
+runs, pass `axis_name` so the runs step together and no emulator sees a stale tick.) In a
 training env, `info['raw_reward']` summed until `info['game_over']` gives the raw score of each game.
 
 Resize. `cv2` is not a dependency (the CPU image lacks it), so frames are resized here by the exact area

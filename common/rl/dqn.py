@@ -225,6 +225,9 @@ class Config:
     noisy: NoisyNet exploration (Fortunato et al., 2018): the network must have `networks.NoisyDense`
       layers (e.g. `QNetwork(..., noisy=True)`), and they are applied with fresh noise keys when acting in
       training and in every update; evaluation and `Agent.q_values` use the mean weights (no noise).
+    eval_first_episode: `Agent.evaluate` counts only each environment's first episode and stops (a
+      `lax.while_loop`) as soon as every environment has finished one, or after `num_iterations` vector steps;
+      False (default): every episode that ends within a fixed window of `num_iterations` steps (a scan).
   """
 
   num_envs: int = 1
@@ -239,6 +242,7 @@ class Config:
   augment_pad: int = 0
   obs_storage_dtype: Optional[str] = None
   noisy: bool = False
+  eval_first_episode: bool = False
 
   def __post_init__(self):
     for name in ('num_envs', 'total_env_steps', 'buffer_capacity', 'batch_size', 'max_n_step'):
@@ -411,9 +415,14 @@ class Agent(NamedTuple):
     run_chunk: `(state, hparams, num_iterations) -> (state, metrics)`: `num_iterations` (static) vector steps
       in one `lax.scan`; `metrics` are chunk summaries (see `summarize`).
     train: `(rng, hparams) -> (state, metrics)`: `init` then one chunk of `total_env_steps // num_envs`.
-    evaluate: `(state, hparams, num_iterations, rng) -> metrics`: fresh envs, `eps_eval`-greedy, for
-      `num_iterations` (static) vector steps; `episodes` finished and their mean `episode_return` (episodes
-      still running at the end are dropped, which favours short ones: give a budget of several episodes).
+    evaluate: `(state, hparams, num_iterations, rng, axis_name=None) -> metrics`: fresh envs,
+      `eps_eval`-greedy, for `num_iterations` (static) vector steps; `episodes` finished and their mean
+      `episode_return` (NaN if none). Episodes still running at the end are dropped, which favours short ones:
+      give a budget of several episodes, or set `Config.eval_first_episode` to count each env's first episode
+      only and stop once every env has ended one. Under `jax.vmap(..., axis_name=name)` over runs, pass
+      `axis_name=name` with that option: the loop then runs until every run is done, all runs stepping
+      together. Without it, vmap freezes the runs already done while their envs are still stepped: harmless
+      for pure JAX envs, but a host env (`common.rl.atari`) sees stale ticks and restarts emulators.
     q_values: `(params, hparams, obs[B, ...]) -> [B, A]` expected Q-values.
   """
 
@@ -802,17 +811,25 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
     state = init(rng, hparams)
     return run_chunk(state, hparams, config.total_env_steps // e)
 
-  def evaluate(state: TrainState, hparams: HParams, num_iterations: int, rng: jax.Array):
+  def evaluate(
+    state: TrainState, hparams: HParams, num_iterations: int, rng: jax.Array, axis_name: Any = None
+  ):
     hp = as_arrays(hparams)
     obs, env_state = env_reset(jax.random.fold_in(rng, _ENV))
 
-    def body(carry, step):
-      obs, env_state, episode_return = carry
+    def eval_step(step, obs, env_state):
       key_act = jax.random.fold_in(jax.random.fold_in(rng, _ACT), step)
       key_env = jax.random.fold_in(jax.random.fold_in(rng, _EVAL), step)
       action = act(state.params, hp, obs, key_act, hp.eps_eval)
       obs, env_state, reward, terminated, truncated, _ = env_step(key_env, env_state, action)
-      done = terminated | truncated
+      return obs, env_state, reward, terminated | truncated
+
+    if config.eval_first_episode:
+      return first_episodes(obs, env_state, eval_step, num_iterations, axis_name)
+
+    def body(carry, step):
+      obs, env_state, episode_return = carry
+      obs, env_state, reward, done = eval_step(step, obs, env_state)
       episode_return = episode_return + reward
       out = {
         'episodes': jnp.sum(done.astype(jnp.int32)),
@@ -824,6 +841,37 @@ def make_train(env: Any, env_params: Any, network: nn.Module, config: Config) ->
     _, out = jax.lax.scan(body, init_carry, jnp.arange(num_iterations, dtype=jnp.int32))
     episodes = jnp.sum(out['episodes'])
     mean = jnp.where(episodes > 0, jnp.sum(out['return_sum']) / jnp.maximum(episodes, 1), jnp.nan)
+    return {'episodes': episodes, 'episode_return': mean}
+
+  def first_episodes(obs, env_state, eval_step, num_iterations, axis_name):
+    """`Config.eval_first_episode`: each env's first episode, until all have ended (see `Agent.evaluate`)."""
+
+    def running(carry):
+      step, finished = carry[0], carry[4]
+      go = ~jnp.all(finished)
+      if axis_name is not None:  # Any run of the vmapped batch still playing: an unbatched predicate.
+        go = jax.lax.pmax(go.astype(jnp.int32), axis_name) > 0
+      return go & (step < num_iterations)
+
+    def body(carry):
+      step, obs, env_state, episode_return, finished, return_sum, episodes = carry
+      obs, env_state, reward, done = eval_step(step, obs, env_state)
+      episode_return = episode_return + reward
+      first = done & ~finished
+      return (
+        step + 1,
+        obs,
+        env_state,
+        jnp.where(done, 0.0, episode_return),
+        finished | done,
+        return_sum + jnp.sum(jnp.where(first, episode_return, 0.0)),
+        episodes + jnp.sum(first.astype(jnp.int32)),
+      )
+
+    zeros = (jnp.zeros((e,), jnp.float32), jnp.zeros((e,), bool), jnp.float32(0), jnp.int32(0))
+    carry = jax.lax.while_loop(running, body, (jnp.int32(0), obs, env_state) + zeros)
+    return_sum, episodes = carry[5], carry[6]
+    mean = jnp.where(episodes > 0, return_sum / jnp.maximum(episodes, 1), jnp.nan)
     return {'episodes': episodes, 'episode_return': mean}
 
   return Agent(

@@ -466,3 +466,124 @@ def test_gymnax_breakout_minatar_smoke():
   state, metrics = jax.jit(agent.train)(jax.random.key(0), hp)
   assert state.buffer.data['obs'].shape == (50, 4, 10, 10, 4)
   assert int(metrics['updates']) == 90 and np.isfinite(float(metrics['loss']))
+
+
+# --------------------------------------------------------------------------- #
+# Evaluation: the fixed window and `Config.eval_first_episode`.
+# --------------------------------------------------------------------------- #
+
+
+class HostChain(Chain):
+  """`Chain` whose every step also passes through a host callback, as `common.rl.atari`'s emulators do: each
+  env has an id and a tick (steps taken) on the host, and a step given a tick that is not the host's current
+  one is stale (a state stepped twice: the Atari pool would restart the emulator). The reward goes through the
+  callback, so XLA cannot drop it."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.ticks, self.steps, self.stale = {}, 0, 0
+
+  def _reset_host(self, seed):
+    ids = np.arange(len(self.ticks), len(self.ticks) + np.size(seed), dtype=np.int32)
+    self.ticks.update({int(i): 0 for i in ids})
+    return ids.reshape(np.shape(seed))
+
+  def _step_host(self, ids, ticks, reward):
+    ids, ticks = np.asarray(ids), np.asarray(ticks)
+    for i, t in zip(ids.reshape(-1), ticks.reshape(-1)):
+      if self.ticks[int(i)] == int(t):
+        self.ticks[int(i)] += 1
+        self.steps += 1
+      else:
+        self.stale += 1
+    return np.asarray(ticks + 1, np.int32), np.asarray(reward, np.float32)
+
+  def reset(self, key, params):
+    obs, state = super().reset(key, params)
+    i32 = jax.ShapeDtypeStruct((), jnp.int32)
+    seed = jax.random.randint(key, (), 0, 2**30)  # Batched like the keys (a constant would not be).
+    ids = jax.pure_callback(self._reset_host, i32, seed, vmap_method='broadcast_all')
+    return obs, (state, ids, jnp.int32(0))
+
+  def step(self, key, state, action, params):
+    chain, ids, tick = state
+    obs, chain, reward, terminated, truncated, info = super().step(key, chain, action, params)
+    shapes = (jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.float32))
+    tick, reward = jax.pure_callback(self._step_host, shapes, ids, tick, reward, vmap_method='broadcast_all')
+    return obs, (chain, ids, tick), reward, terminated, truncated, info
+
+
+def _reference_evaluation(params, hp, num_envs, iterations, rng):
+  """`Agent.evaluate` as a Python loop (the same keys and actions, each env's episodes tracked on the host):
+  the returns of all episodes that end within `iterations` vector steps, and each env's first return."""
+  apply = jax.jit(lambda p, o: jax.vmap(lambda x: NET.apply(p, x))(o))
+  step = jax.jit(jax.vmap(ENV.step, in_axes=(0, 0, 0, None)))
+  obs, env_state = jax.vmap(ENV.reset, in_axes=(0, None))(
+    jax.random.split(jax.random.fold_in(rng, 1), num_envs), None
+  )
+  running = np.zeros(num_envs, np.float32)
+  ended, first = [], [None] * num_envs
+  for it in range(iterations):
+    key_random, key_explore = jax.random.split(jax.random.fold_in(jax.random.fold_in(rng, 0), it))
+    greedy = np.argmax(np.asarray(apply(params, obs)), axis=1)
+    random_action = np.asarray(jax.random.randint(key_random, (num_envs,), 0, 2, dtype=jnp.int32))
+    explore = np.asarray(jax.random.uniform(key_explore, (num_envs,))) < np.float32(hp.eps_eval)
+    action = jnp.asarray(np.where(explore, random_action, greedy), jnp.int32)
+    keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(rng, 3), it), num_envs)
+    obs, env_state, reward, terminated, truncated, _ = step(keys, env_state, action, None)
+    running += np.asarray(reward)
+    for i in np.flatnonzero(np.asarray(terminated | truncated)):
+      ended.append(float(running[i]))
+      first[i] = float(running[i]) if first[i] is None else first[i]
+      running[i] = 0.0
+  return ended, first
+
+
+def test_evaluation_window_and_first_episodes_match_a_python_loop(compiled):
+  """Off (default): every episode ending in the window; on: each env's first episode only, and no episode
+  when the window is shorter than any episode (returns NaN). Both against the Python loop above."""
+  params = compiled['init'](jax.random.key(3), HP).params
+  hp, rng, envs, window = HP.replace(eps_eval=0.5), jax.random.key(11), 6, 20
+  ended, first = _reference_evaluation(params, hp, envs, window, rng)
+  assert None not in first and 0 < np.mean(first) < 1 and len(ended) > envs  # The cases differ.
+  assert not np.isclose(np.mean(first), np.mean(ended))
+  state = dqn.TrainState(*([None] * 12)).replace(params=params)
+  for first_only in (False, True):
+    config = dataclasses.replace(CONFIG, eval_first_episode=first_only)
+    evaluate = jax.jit(dqn.make_evaluator(ENV, None, NET, config, envs).evaluate, static_argnums=2)
+    out = evaluate(state, hp, window, rng)
+    expected = first if first_only else ended
+    assert int(out['episodes']) == len(expected)
+    np.testing.assert_allclose(float(out['episode_return']), np.mean(expected), rtol=1e-6)
+  short = evaluate(state, hp, 2, rng)  # The shortest Chain episode takes 3 steps.
+  assert int(short['episodes']) == 0 and np.isnan(float(short['episode_return']))
+
+
+def test_first_episode_evaluation_stops_early_and_vmaps_over_host_envs(compiled):
+  """The first-episode loop stops when every env has ended an episode (host steps counted), gives each run
+  of a vmap its own numbers, and, with `axis_name`, never steps a stale host state."""
+  params = compiled['init'](jax.random.key(3), HP).params
+  env, envs, window, hp = HostChain(max_steps=20), 3, 50, HP.replace(eps_eval=1.0)
+  evaluator = dqn.make_evaluator(env, None, NET, dataclasses.replace(CONFIG, eval_first_episode=True), envs)
+  state = dqn.TrainState(*([None] * 12)).replace(params=params)
+  rngs = [jax.random.key(0), jax.random.key(4)]
+  alone, lengths = [], []
+  for rng in rngs:
+    before = env.steps
+    alone.append(jax.jit(evaluator.evaluate, static_argnums=2)(state, hp, window, rng))
+    lengths.append((env.steps - before) // envs)
+  assert env.stale == 0 and max(lengths) <= env.max_steps < window and lengths[0] != lengths[1]
+  assert [int(a['episodes']) for a in alone] == [envs, envs]
+  states = jax.tree.map(lambda x: jnp.stack([x, x]), state)
+  for axis_name in ('runs', None):
+    evaluate = jax.vmap(
+      lambda s, r: evaluator.evaluate(s, hp, window, r, axis_name=axis_name), axis_name='runs'
+    )
+    before, stale = env.steps, env.stale
+    out = jax.jit(evaluate)(states, jnp.stack(rngs))
+    for i, a in enumerate(alone):
+      _assert_trees_equal(a, jax.tree.map(lambda x: x[i], out))
+    if axis_name:  # Both runs step until the longer one is done.
+      assert env.stale == stale and env.steps - before == 2 * envs * max(lengths)
+    else:  # vmap freezes the run that is done (its first extra step is dropped): stale ticks after it.
+      assert env.stale - stale == envs * (abs(lengths[0] - lengths[1]) - 1)

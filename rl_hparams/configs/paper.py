@@ -7,8 +7,9 @@ extra), both data regimes, every hyper-parameter of the schema at its default gr
 Protocol (research note rl_value_based.md §1.2, §6 items 13-17): 84x84 grayscale, frame skip 4, 4-frame stack,
 sticky actions off, life loss terminal, episodes cut at 108k frames; low regime 100k agent steps (400k
 frames), high regime 10M agent steps (40M frames), each a separate run with its own schedule; the evaluation
-of each run averages 100 episodes (here 100 parallel environments for up to 27k agent steps, i.e. one full
-episode each); scores are human-normalised with the standard Atari random/human tables (common.rl.atari).
+of each run averages 100 episodes (here the first episode of each of 100 parallel environments, stopping once
+all have ended, at most 27k agent steps: `eval_first_game`); scores are human-normalised with the standard
+Atari random/human tables (common.rl.atari).
 
 Compute (an estimate, not measured): 14 hyper-parameters x 4 values give 43 settings per (agent, regime,
 game); x 5 seeds x 26 games x 4 (agent, regime) pairs = 22,360 runs (the paper reports about 108k, so it ran
@@ -47,6 +48,7 @@ def get_config(arg=None):
   c.checkpoint_every = 500_000
   c.eval_envs = 100
   c.eval_iterations = 27_000
+  c.eval_first_game = True  # Each env's first episode; 27k agent steps is the cap (rl_hparams.sweep).
   if arg.smoke:  # Two games, tiny runs: checks the Atari path end to end.
     c.games = ('Pong', 'Breakout')
     c.regimes = ml_collections.ConfigDict({'low': 1_000, 'high': 2_000})

@@ -8,7 +8,8 @@ with the Nature CNN (11x11x64 feature map, 121 PerConv tokens) and each penultim
 Protocol (common.rl.atari; research note rl_value_based.md §6 items 13-15): 100k agent steps (400k frames),
 one environment, sticky actions off, life loss terminal for training, rewards clipped for learning; the final
 evaluation plays whole games with raw rewards (10 parallel games, up to 27k agent steps each) and scores are
-human-normalised.
+human-normalised. `eval_first_game` (on here) counts each eval env's first game and stops once all 10 have
+ended (27k steps is the cap), instead of stepping the full 27k-step window (2026-11-28, rl_softmoe/README.md).
 
 Agent (`agent='der'`, common.rl.dqn.der_preset, Dopamine's DER.gin as in the research note §1.1.3): C51 with
 51 atoms on [-10, 10], dueling head with noisy layers (NoisyNet, factorised Gaussian, sigma0 0.1 as DER and
@@ -57,6 +58,7 @@ def get_config(arg=None):
   c.checkpoint_every = 50_000
   c.eval_envs = 10
   c.eval_iterations = 27_000  # One whole game per evaluation env (games are cut at 27k agent steps).
+  c.eval_first_game = True  # Stop once every env has ended its first game (27k is the cap).
   c.max_reference = ml_collections.ConfigDict()  # Atari uses the human scores (common.rl.atari).
   return shrink(c, arg)
 

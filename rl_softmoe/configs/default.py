@@ -86,6 +86,9 @@ def get_config(arg=None):
   c.checkpoint_every = 50_000  # Env steps; a multiple of log_every.
   c.eval_envs = 4  # Atari only: parallel games of the final evaluation (MinAtar evaluates on num_envs envs).
   c.eval_iterations = 1_000  # Vector steps of the final evaluation (>= 1000: every env ends an episode).
+  # True: count each evaluation env's first game only and stop once every env has ended one (eval_iterations
+  # is then a cap); False: every game that ends within eval_iterations vector steps.
+  c.eval_first_game = False
   c.max_reference = ml_collections.ConfigDict(
     {'Breakout': 15.0, 'Asterix': 20.0, 'SpaceInvaders': 80.0, 'Freeway': 60.0, 'Seaquest': 20.0}
   )
