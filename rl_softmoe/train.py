@@ -151,6 +151,9 @@ def validate(config) -> None:
   _multiple(config, 'log_every', config.num_envs, 'num_envs')
   _multiple(config, 'total_env_steps', config.log_every, 'log_every')
   _multiple(config, 'checkpoint_every', config.log_every, 'log_every')
+  missing = [g for g in config.games if config.key_games and g not in config.key_games]
+  if missing:
+    raise ConfigError(f'config.key_games must list every game of config.games; missing {missing}')
   if not isinstance(config.eval_first_game, bool):
     raise ConfigError(f'eval_first_game must be True or False, got {config.eval_first_game!r}')
   if config.env == 'minatar' and config.eval_iterations < games.MIN_EVAL_ITERATIONS:
@@ -204,6 +207,11 @@ class Programs:
 
   def run_chunk(self, state, hp, num_iterations: int):
     return self._run_chunk(state, hp, num_iterations)
+
+
+def key_index(config, game: str) -> int:
+  """The index that names `game`'s keys: its position in `config.key_games`, else in `config.games`."""
+  return list(config.key_games or config.games).index(game)
 
 
 def seed_keys(config, game_index: int, purpose: int) -> jax.Array:
@@ -551,7 +559,8 @@ def train_and_evaluate(config, workdir: str):
   start_time = time.time()
   evals: Dict[str, Dict[str, dict]] = {}
   randoms: Dict[str, float] = {}
-  for gi, game in enumerate(config.games):
+  for game in config.games:
+    gi = key_index(config, game)
     cache: Dict[str, Programs] = {}
 
     def programs_fn(variant, game=game, cache=cache):

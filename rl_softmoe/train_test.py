@@ -84,12 +84,29 @@ def test_rerun_skips_finished_sub_runs(smoke_run, monkeypatch):
     ({'eval_iterations': 10}, 'eval_iterations'),
     ({'agent': 'rainbow'}, "unknown agent 'rainbow'"),
     ({'agent': 'der', 'der.n_step': 0}, 'max_n_step'),
+    ({'key_games': ('Asterix-MinAtar',)}, "key_games must list every game.*'Breakout-MinAtar'"),
   ],
 )
 def test_bad_config_fails_before_compiling(tmp_path, monkeypatch, overrides, match):
   monkeypatch.setattr(train, 'Programs', lambda *a, **k: pytest.fail('compiled before validating'))
   with pytest.raises(ConfigError, match=match):
     train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+
+
+def test_a_subset_run_keeps_each_games_keys_of_the_full_run():
+  # tools/parallel_subruns.sh runs one game per process with key_games = all games: the keys must be those
+  # of the one-process run of all games (the game's position there), not of position 0.
+  full = tiny_config(games=('Breakout-MinAtar', 'Asterix-MinAtar'))
+  part = tiny_config(games=('Asterix-MinAtar',), key_games=('Breakout-MinAtar', 'Asterix-MinAtar'))
+  alone = tiny_config(games=('Asterix-MinAtar',))
+  assert train.key_index(full, 'Asterix-MinAtar') == train.key_index(part, 'Asterix-MinAtar') == 1
+  assert train.key_index(alone, 'Asterix-MinAtar') == 0
+
+  def keys(c):
+    return np.asarray(train.seed_keys(c, train.key_index(c, 'Asterix-MinAtar'), 0))
+
+  np.testing.assert_array_equal(keys(part), keys(full))
+  assert not np.array_equal(keys(alone), keys(full))
 
 
 def test_atari_evaluator_plays_first_games():

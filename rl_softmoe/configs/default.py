@@ -89,6 +89,10 @@ def get_config(arg=None):
   # True: count each evaluation env's first game only and stop once every env has ended one (eval_iterations
   # is then a cap); False: every game that ends within eval_iterations vector steps.
   c.eval_first_game = False
+  # The games whose positions name each game's random keys (empty: `games` itself). A run of a subset of a
+  # larger config's games passes the larger list here, so each game gets the keys it has in the full run
+  # (rl_softmoe/tools/parallel_subruns.sh runs one process per game and variant this way).
+  c.key_games = ()
   c.max_reference = ml_collections.ConfigDict(
     {'Breakout': 15.0, 'Asterix': 20.0, 'SpaceInvaders': 80.0, 'Freeway': 60.0, 'Seaquest': 20.0}
   )
