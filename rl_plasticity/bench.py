@@ -19,6 +19,7 @@ import json
 import statistics
 import time
 
+from absl import logging
 import jax
 
 from common import results
@@ -29,8 +30,18 @@ def bench_method(config, env, method: str, chunks: int) -> dict:
   programs = train.Programs(config, env, method)
   state = programs.init(train.seed_keys(config))
   chunk = train.chunk_env_steps(config)
-  t0 = time.time()
-  state = train.run_steps(config, programs, state, 0, config.learning_starts + chunk)
+  warm_end = config.learning_starts + chunk
+  t0 = t_last = time.time()
+
+  def progress(step, row):  # One line per warm-up chunk: a slow loop shows long before the first row.
+    nonlocal t_last
+    jax.block_until_ready(row)
+    logging.info(
+      '%s: warm-up to env step %d of %d, chunk %.1f s', method, step, warm_end, time.time() - t_last
+    )
+    t_last = time.time()
+
+  state = train.run_steps(config, programs, state, 0, warm_end, log=progress)
   jax.block_until_ready(state)
   warm = time.time() - t0
   times, begin = [], config.learning_starts + chunk
@@ -39,6 +50,7 @@ def bench_method(config, env, method: str, chunks: int) -> dict:
     state = train.run_steps(config, programs, state, begin, begin + chunk)
     jax.block_until_ready(state)
     times.append(time.time() - t0)
+    logging.info('%s: timed chunk %d of %d: %.2f s', method, len(times), chunks, times[-1])
     begin += chunk
   sec = statistics.median(times)
   per_seed = chunk / sec

@@ -46,12 +46,14 @@ def check_name(name: str) -> None:
     raise ConfigError(config_lib.unknown_name_message('environment', name, CHOICES))
 
 
-def make(name: str, *, episode_length: int = 0, backend: str = 'mjx') -> Env:
-  """The environment `name` (see CHOICES); `episode_length` 0 keeps the task's own limit."""
+def make(name: str, *, episode_length: int = 0, backend: str = 'mjx', mjx_ls_iterations: int = 0) -> Env:
+  """The environment `name` (see CHOICES); `episode_length` 0 keeps the task's own limit.
+  `mjx_ls_iterations` > 0 caps the MJX solver's line search (Brax's tasks ship MuJoCo's 50; the JAX line
+  search is a fixed-length scan, so all 50 run every solver iteration: on a GPU a latency-bound loop)."""
   check_name(name)
   if name in GYMNAX:
     return _gymnax(name, episode_length)
-  return _brax(name, episode_length or 1000, backend)
+  return _brax(name, episode_length or 1000, backend, mjx_ls_iterations)
 
 
 def _gymnax(name: str, episode_length: int) -> Env:
@@ -85,10 +87,12 @@ def _gymnax(name: str, episode_length: int) -> Env:
   return Env(name, obs_dim, act_dim, int(params.max_steps_in_episode), reset, step)
 
 
-def _brax(name: str, episode_length: int, backend: str) -> Env:
+def _brax(name: str, episode_length: int, backend: str, mjx_ls_iterations: int = 0) -> Env:
   from brax import envs as brax_envs
 
   env = brax_envs.get_environment(name, backend=backend)
+  if mjx_ls_iterations > 0 and backend == 'mjx':
+    env.sys = env.sys.tree_replace({'opt.ls_iterations': int(mjx_ls_iterations)})
 
   def reset(key):
     state = strong(env.reset(key))

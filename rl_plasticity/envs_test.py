@@ -41,3 +41,18 @@ def test_brax_hopper_interface():
     obs, state, reward, term, trunc, final = step(jax.random.PRNGKey(t), state, jnp.zeros(3))
   assert obs.shape == (11,) and np.isfinite(float(reward))
   assert step._cache_size() == 1
+
+
+def test_mjx_line_search_cap_is_applied_only_when_asked(monkeypatch):
+  # 2026-11-28: Brax's tasks ship MuJoCo's 50 line-search iterations, a fixed-length scan in MJX that is
+  # sequential latency on a GPU; `mjx_ls_iterations` caps it (no compile needed to check the setting).
+  from brax import envs as brax_envs
+
+  made = []
+  original = brax_envs.get_environment
+  monkeypatch.setattr(
+    brax_envs, 'get_environment', lambda *a, **k: made.append(original(*a, **k)) or made[-1]
+  )
+  envs.make('halfcheetah', backend='mjx')
+  envs.make('halfcheetah', backend='mjx', mjx_ls_iterations=6)
+  assert [e.sys.opt.ls_iterations for e in made] == [50, 6]

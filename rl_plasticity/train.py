@@ -39,6 +39,7 @@ from rl_plasticity import ne
 from rl_plasticity import td3
 
 FINAL_FILE = 'final.json'
+FIRST_CHUNKS_LOGGED = 3  # Chunks of a (resumed) sub-run whose wall-clock is logged one by one.
 METHODS = ('td3', 'ne', 'ne_code', 'redo', 'reset', 'injection')
 
 
@@ -182,7 +183,12 @@ def validate(config, env: Optional[envs_lib.Env] = None) -> envs_lib.Env:
       f'injection.at ({config.injection.at}) must put the injection inside the run: in (0, 1) and at least '
       f'one delta ({config.delta} updates) before its end ({updates} updates)'
     )
-  env = env or envs_lib.make(config.env, episode_length=config.episode_length, backend=config.backend)
+  env = env or envs_lib.make(
+    config.env,
+    episode_length=config.episode_length,
+    backend=config.backend,
+    mjx_ls_iterations=config.get('mjx_ls_iterations', 0),
+  )
   need = replay_bytes(config, env.obs_dim, env.act_dim)
   have = device_memory_bytes()
   if need > config.memory_fraction * have:
@@ -240,7 +246,7 @@ class Programs:
       agent, init, self.chunk, self.evaluate, self.probe = shared[key]
     else:
       agent = td3.TD3(env, cfg, sparse=sparse, injection=method == 'injection')
-      init = jax.jit(jax.vmap(agent.init))
+      init = first_call_logged(jax.jit(jax.vmap(agent.init)), f'{method}: init')
       # The first call of each program is logged with its time (compilation included): on GPUs, MJX inside
       # a scanned chunk can compile for minutes, and a run that stalls there should say so.
       self.chunk = first_call_logged(
@@ -387,10 +393,14 @@ def run_method(config, workdir: str, env: envs_lib.Env, method: str, shared: Opt
           measured.update(seed_row({'return': jax.device_get(ret)}, 'eval'))
         t_measure += time.time() - t0
 
+      t_chunk = time.time()
       for begin, end in metrics_lib.chunks(config.total_env_steps, chunk, start=start, desc=method):
         state = run_steps(
           config, programs, state, begin, end, lambda step, row: since.append(jax.device_get(row)), measure
         )
+        if end <= start + FIRST_CHUNKS_LOGGED * chunk:  # A slow loop shows before the first metrics row.
+          logging.info('%s: chunk to env step %d took %.1f s', method, end, time.time() - t_chunk)
+          t_chunk = time.time()
         if end % config.log_every == 0 or end % config.eval_every == 0:
           row = interval_row(since)
           row['charts/env_steps_per_second'] = (
@@ -400,7 +410,12 @@ def run_method(config, workdir: str, env: envs_lib.Env, method: str, shared: Opt
           row.update(measured)
           measured.clear()
           writer.write(end, row)
+          logging.info(
+            '%s: env step %d, %.0f env steps/s, eval return %s', method, end,
+            row['charts/env_steps_per_second'], row.get('eval/return', '-'),
+          )  # fmt: skip
           t_row, t_measure = time.time(), 0.0
+          t_chunk = time.time()
         ckpt.save(end, state)
   final = summarise_method(config, subdir, method, state, programs)
   final['wall_seconds'] = round(time.time() - start_time, 2)

@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 
 import jax
@@ -137,13 +138,20 @@ def test_resume_equals_uninterrupted_run(ne_run, tmp_path):
   assert programs.chunk._cache_size() == 1
 
 
-def test_smoke_end_to_end(tmp_path):
+def test_smoke_end_to_end(tmp_path, caplog):
   # 200 updates: Reset due at 100 and at the last update (skipped). Plasticity Injection runs end to end in
   # the `default.py:smoke,all` run (README); here it would add a third compile-heavy method.
   c = tiny_config(methods=('td3', 'reset'), total_env_steps=400, eval_every=100, checkpoint_every=200)
   c.reset.every = 100
   c.lock()
+  caplog.set_level(logging.INFO, logger='absl')
   finals, claims = train.train_and_evaluate(c, str(tmp_path))
+  # Progress reaches the log before the first metrics row (2026-11-28: GPU runs showed nothing for 9 min).
+  logged = caplog.text
+  for line in ('td3: init: first call took', 'td3: chunk: first call took', 'td3: chunk to env step 50 took',
+               'td3: chunk to env step 150 took', 'td3: env step 100, ', 'td3: evaluate: first call took'):  # fmt: skip
+    assert line in logged, line
+  assert 'td3: chunk to env step 200 took' not in logged  # Only the first FIRST_CHUNKS_LOGGED chunks.
   data = json.load(open(tmp_path / 'results.json'))
   assert data['project'] == 'rl_plasticity' and os.path.exists(tmp_path / 'returns.png')
   assert set(data['extra']['methods']) == {'td3', 'reset'}

@@ -27,6 +27,9 @@ def get_config(arg=None):
   c.num_seeds = 8
   c.env = 'halfcheetah'  # envs.CHOICES: pendulum (gymnax) or a Brax task.
   c.backend = 'mjx'  # Brax backend.
+  # > 0: cap MJX's line search at this many iterations (0: the task's, 50). Not bit-identical physics
+  # (trajectories of a chaotic task drift apart); on a GPU each of the 50 is sequential latency.
+  c.mjx_ls_iterations = 0
   c.episode_length = 0  # 0: the task's own limit (Pendulum 200, Brax 1000).
   # Methods run one after another, each with all seeds vmapped in one program: td3, ne (paper variant),
   # ne_code (the released code's switches, ne_code below), redo, reset, injection (Plasticity Injection).
