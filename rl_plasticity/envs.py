@@ -46,14 +46,22 @@ def check_name(name: str) -> None:
     raise ConfigError(config_lib.unknown_name_message('environment', name, CHOICES))
 
 
-def make(name: str, *, episode_length: int = 0, backend: str = 'mjx', mjx_ls_iterations: int = 0) -> Env:
+def make(
+  name: str,
+  *,
+  episode_length: int = 0,
+  backend: str = 'mjx',
+  mjx_ls_iterations: int = 0,
+  mjx_iterations: int = 0,
+) -> Env:
   """The environment `name` (see CHOICES); `episode_length` 0 keeps the task's own limit.
   `mjx_ls_iterations` > 0 caps the MJX solver's line search (Brax's tasks ship MuJoCo's 50; the JAX line
-  search is a fixed-length scan, so all 50 run every solver iteration: on a GPU a latency-bound loop)."""
+  search is a fixed-length scan, so all 50 run every solver iteration: on a GPU a latency-bound loop), and
+  `mjx_iterations` > 0 its Newton iterations; 0 keeps the task's value."""
   check_name(name)
   if name in GYMNAX:
     return _gymnax(name, episode_length)
-  return _brax(name, episode_length or 1000, backend, mjx_ls_iterations)
+  return _brax(name, episode_length or 1000, backend, mjx_ls_iterations, mjx_iterations)
 
 
 def _gymnax(name: str, episode_length: int) -> Env:
@@ -87,12 +95,14 @@ def _gymnax(name: str, episode_length: int) -> Env:
   return Env(name, obs_dim, act_dim, int(params.max_steps_in_episode), reset, step)
 
 
-def _brax(name: str, episode_length: int, backend: str, mjx_ls_iterations: int = 0) -> Env:
+def _brax(name: str, episode_length: int, backend: str, mjx_ls_iterations: int, mjx_iterations: int) -> Env:
   from brax import envs as brax_envs
 
   env = brax_envs.get_environment(name, backend=backend)
-  if mjx_ls_iterations > 0 and backend == 'mjx':
-    env.sys = env.sys.tree_replace({'opt.ls_iterations': int(mjx_ls_iterations)})
+  opt = {'opt.ls_iterations': mjx_ls_iterations, 'opt.iterations': mjx_iterations}
+  opt = {k: int(v) for k, v in opt.items() if v > 0}
+  if opt and backend == 'mjx':
+    env.sys = env.sys.tree_replace(opt)
 
   def reset(key):
     state = strong(env.reset(key))

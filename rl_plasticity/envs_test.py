@@ -54,5 +54,6 @@ def test_mjx_line_search_cap_is_applied_only_when_asked(monkeypatch):
     brax_envs, 'get_environment', lambda *a, **k: made.append(original(*a, **k)) or made[-1]
   )
   envs.make('halfcheetah', backend='mjx')
-  envs.make('halfcheetah', backend='mjx', mjx_ls_iterations=6)
+  envs.make('halfcheetah', backend='mjx', mjx_ls_iterations=6, mjx_iterations=1)
   assert [e.sys.opt.ls_iterations for e in made] == [50, 6]
+  assert made[0].sys.opt.iterations > 1 and made[1].sys.opt.iterations == 1

@@ -59,28 +59,14 @@ def timed(name: str, fn, args, steps: int) -> None:
 
 
 def make_env(config, backend=None, iterations=0, ls_iterations=0, episode_length=0):
-  from brax import envs as brax_envs
-
-  original = brax_envs.get_environment
-
-  def patched(name, **kw):
-    env = original(name, **kw)
-    opt = {}
-    if iterations:
-      opt['opt.iterations'] = iterations
-    if ls_iterations:
-      opt['opt.ls_iterations'] = ls_iterations
-    if opt:
-      env.sys = env.sys.tree_replace(opt)
-    return env
-
-  brax_envs.get_environment = patched
-  try:
-    return envs_lib.make(
-      config.env, episode_length=episode_length or config.episode_length, backend=backend or config.backend
-    )
-  finally:
-    brax_envs.get_environment = original
+  """The config's env, with the part's solver caps (0: the config's line-search cap, the task's iterations)."""
+  return envs_lib.make(
+    config.env,
+    episode_length=episode_length or config.episode_length,
+    backend=backend or config.backend,
+    mjx_ls_iterations=ls_iterations or config.get('mjx_ls_iterations', 0),
+    mjx_iterations=iterations,
+  )
 
 
 def env_part(config, part: str, steps: int) -> None:
