@@ -718,9 +718,10 @@ def train_vlm(fns: Functions, config, workdir, rng):
     logging.info('VLM: training %d steps in one compiled call', steps)
     start = time.time()
     params, losses = fns.vlm_train(init, jax.random.fold_in(rng, 1))
+    losses = np.asarray(losses)
     ckpt.save(steps, params, force=True)
-    logging.info('VLM: done in %.0f s, final loss %.4f', time.time() - start, float(np.asarray(losses)[-1]))
-  return _commit(params), np.asarray(losses)
+    logging.info('VLM: done in %.0f s, final loss %.4f', time.time() - start, float(losses[-1]))
+  return _commit(params), losses
 
 
 def train_world_model(fns: Functions, config, workdir, data, rng) -> WorldModelState:
