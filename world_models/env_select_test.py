@@ -86,3 +86,12 @@ def test_prompts_are_checked_against_the_chosen_environment(arg, env_name, promp
   with pytest.raises(ConfigError, match=match) as info:
     train.validate(c)
   assert '\n' not in str(info.value)
+
+
+def test_gpu_config_prompts_option():
+  # `prompts=` ('+'-joined) replaces the environment's prompts (tools/parallel_methods.sh's split check).
+  config = gpu.get_config('smoke,prompts=arm pointing up + arm folded')
+  assert config.behaviour.prompts == ('arm pointing up', 'arm folded')
+  train.validate(config)
+  with pytest.raises(ConfigError, match="unknown task prompt 'arm waving'"):
+    train.validate(gpu.get_config('smoke,prompts=arm waving'))

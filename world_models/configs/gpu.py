@@ -4,6 +4,8 @@
     python -m world_models.main --config=world_models/configs/gpu.py:methods=genrl+vlm_reward --workdir=runs/gpu/wm_two
     python -m world_models.main --config=world_models/configs/gpu.py:modality=video --workdir=runs/gpu/wm_video
     python -m world_models.main --config=world_models/configs/gpu.py:stickman --workdir=runs/gpu/wm_stickman
+    python -m world_models.main '--config=world_models/configs/gpu.py:smoke,prompts=arm pointing up+arm folded'
+        --workdir=/tmp/wm_two_prompts
     # Connector-only fine-tune on the final world model (ours, not the paper's; default 0 = off), one command
     # in its own workdir (copy vlm/ and wm/ of a finished run into it first to reuse them; README):
     python -m world_models.main --config=world_models/configs/gpu.py --workdir=runs/gpu/wm_cft
@@ -49,10 +51,13 @@ def get_config(arg=None):
     stickman=False,
     methods='genrl+vlm_reward+genrl_data_free+genrl_no_aligner',  # G1, G2 first: a cut run has them.
     modality='text',
+    prompts='',  # '+'-joined prompts replacing the environment's four, e.g. 'arm pointing up+arm folded'.
   )
   c = default.get_config(','.join(k for k in ('smoke', 'stickman') if arg[k]) or None)
   c.experiment = 'gpu'
   c.behaviour.methods = tuple(m for m in arg.methods.split('+') if m)
   c.behaviour.modality = arg.modality
+  if arg.prompts:
+    c.behaviour.prompts = tuple(p.strip() for p in arg.prompts.split('+') if p.strip())
   c.acceptance.enabled = True
   return c
