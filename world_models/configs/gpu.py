@@ -4,8 +4,8 @@
     python -m world_models.main --config=world_models/configs/gpu.py:methods=genrl+vlm_reward --workdir=runs/gpu/wm_two
     python -m world_models.main --config=world_models/configs/gpu.py:modality=video --workdir=runs/gpu/wm_video
     python -m world_models.main --config=world_models/configs/gpu.py:stickman --workdir=runs/gpu/wm_stickman
-    python -m world_models.main '--config=world_models/configs/gpu.py:smoke,prompts=arm pointing up+arm folded'
-        --workdir=/tmp/wm_two_prompts
+    python -m world_models.main \
+        '--config=world_models/configs/gpu.py:smoke,prompts=arm pointing up+arm folded' --workdir=/tmp/wm_two
     # Connector-only fine-tune on the final world model (ours, not the paper's; default 0 = off), one command
     # in its own workdir (copy vlm/ and wm/ of a finished run into it first to reuse them; README):
     python -m world_models.main --config=world_models/configs/gpu.py --workdir=runs/gpu/wm_cft
