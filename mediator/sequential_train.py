@@ -12,6 +12,10 @@ Per update, `num_envs` episodes of `episode_length` steps are rolled out (one `l
   or pays for following it;
 - factories are rewarded with raw profit + payout, the manager with sum raw - kappa * payout (no payout
   without incentives, so 'signal' earns sum raw).
+'team' (ours, a diagnostic, not the paper's) has no manager: every factory is rewarded with the mean raw
+profit of all factories, so the same learners pursue the welfare itself. Its raw reward is an empirical
+ceiling of what any incentive scheme can buy from these learners in this chain (the sequential counterpart
+of the static game's brute-force optimum).
 Both learn with PPO-clipped losses on GAE advantages (`common.ppo`); the manager's step is applied every
 `manager_every` updates (slower timescale). The manager's bonus and signal are independent categorical
 heads of one MLP; its log-probability is their sum.
@@ -32,7 +36,7 @@ from common import ppo
 from common.errors import ConfigError
 from mediator import static_train
 
-SEQUENTIAL_MANAGERS = ('none', 'incentives', 'signal', 'both')
+SEQUENTIAL_MANAGERS = ('none', 'incentives', 'signal', 'both', 'team')
 
 
 @flax.struct.dataclass
@@ -75,6 +79,7 @@ def num_signals(chain) -> int:
 def make_sequential(config, chain, manager: str):
   """`(init, update, rollout)` for one seed of the `manager` variant."""
   pays, signals = check_manager(manager)
+  team = manager == 'team'
   n, levels = chain.num_factories, len(chain.bonus_levels)
   sig = num_signals(chain) if signals else 0  # No signal columns without a signal: 'incentives' unchanged.
   bonus_values = jnp.asarray(chain.bonus_levels, jnp.float32)
@@ -162,7 +167,9 @@ def make_sequential(config, chain, manager: str):
         stats['followed'] = (info['units_a'] == signal).astype(jnp.float32).mean(-1)
       if pays:  # The bonus offered per unit from B (mean over factories), paid or not.
         stats['bonus'] = bonus_values[bonus].mean(-1)
-      return env, Batch(x, actions, logp, rew['agents'], gs, bonus, signal, m_logp, rew['manager'], stats)
+      # 'team': each factory earns the factories' mean raw profit (no manager, no payout).
+      f_reward = jnp.broadcast_to(raw.mean(-1, keepdims=True), raw.shape) if team else rew['agents']
+      return env, Batch(x, actions, logp, f_reward, gs, bonus, signal, m_logp, rew['manager'], stats)
 
     _, batch = jax.lax.scan(step, env, jax.random.split(k_loop, chain.episode_length))
     return batch

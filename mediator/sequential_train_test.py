@@ -153,3 +153,20 @@ def test_update_has_no_data_dependent_loop_or_callback(manager):
   assert 'scan[' in jaxpr
   for primitive in ('while[', 'callback'):
     assert primitive not in jaxpr
+
+
+def test_team_factories_share_the_mean_raw_profit():
+  # 'team' (a diagnostic): no manager, no payout; every factory's reward is the mean raw profit of all.
+  state, update, rollout = build('team')
+  batch = rollout(state, jax.random.PRNGKey(5), ENVS)
+  raw = batch.stats['raw']  # [T, E]: the sum over factories.
+  np.testing.assert_allclose(
+    batch.reward, np.broadcast_to((raw / CHAIN.num_factories)[..., None], batch.reward.shape), rtol=1e-6
+  )
+  assert float(np.abs(batch.stats['payout']).max()) == 0.0
+  np.testing.assert_array_equal(batch.bonus, 0)
+  # The factories' rewards differ from their own profits (else the test would not tell the variants apart).
+  none_batch = build('none')[2](state, jax.random.PRNGKey(5), ENVS)
+  assert not np.allclose(none_batch.reward, batch.reward)
+  _, metrics = update(state, None)
+  assert np.isfinite(float(metrics['factory_loss'])) and float(metrics['payout']) == 0.0
