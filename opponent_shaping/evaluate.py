@@ -22,6 +22,8 @@ from opponent_shaping import train as train_lib
 
 # Observation rows for IPD histories of length one, from the agent's view: [me C, me D, opp C, opp D].
 _IPD_LAST = {'CC': [1, 0, 1, 0], 'CD': [1, 0, 0, 1], 'DC': [0, 1, 1, 0], 'DD': [0, 1, 0, 1]}
+# The same joint actions as (seat 0 cooperated, seat 1 cooperated) flags.
+_IPD_JOINT = {'CC': (1.0, 1.0), 'CD': (1.0, 0.0), 'DC': (0.0, 1.0), 'DD': (0.0, 0.0)}
 
 
 def seat(tree, i: int, play: str):
@@ -37,7 +39,18 @@ def pair_stats(game_name: str, traj) -> dict:
     own, other = traj.info['own_pickup'][..., 0].sum(), traj.info['other_pickup'][..., 0].sum()
     out['own_coin_ratio_0'] = own / jnp.maximum(own + other, 1.0)
   elif game_name == 'ipd':
-    out['cooperation_0'] = traj.info['cooperate'][..., 0].mean()
+    coop = traj.info['cooperate']  # [T, B, 2]: 1 where the seat cooperated.
+    out['cooperation_0'] = coop[..., 0].mean()
+    # Over whole episodes (`ipd_cooperation_table` reads the policy at step 1 only): seat 0's cooperation at
+    # each step, and how often seat 0 cooperates after each joint action of the step before (its own first),
+    # with the number of such steps (0 visits gives 0).
+    out['cooperation_by_step_0'] = coop[..., 0].mean(1)
+    before, after = coop[:-1], coop[1:, :, 0]
+    for name, (me, opp) in _IPD_JOINT.items():
+      seen = (before[..., 0] == me) & (before[..., 1] == opp)
+      visits = seen.sum().astype(jnp.float32)
+      out[f'after_{name}_visits_0'] = visits
+      out[f'after_{name}_cooperation_0'] = jnp.sum(after * seen) / jnp.maximum(visits, 1.0)
   elif game_name == 'negotiation':
     out['max_sum_ratio'] = traj.rewards.sum() / traj.info['max_sum'].sum()
   return out

@@ -34,6 +34,29 @@ def test_coin_game_pair_stats_own_coin_ratio():
   assert float(stats['return_0']) == 0.5 and float(stats['return_1']) == -0.5
 
 
+def test_ipd_pair_stats_over_whole_episodes():
+  # 4 steps x 2 envs, cooperate flags (seat 0, seat 1). Env 0: CC, CC, DC, DD. Env 1: CD, DD, DD, CD.
+  coop = jnp.array(
+    [
+      [[1.0, 1.0], [1.0, 0.0]],
+      [[1.0, 1.0], [0.0, 0.0]],
+      [[0.0, 1.0], [0.0, 0.0]],
+      [[0.0, 0.0], [1.0, 0.0]],
+    ]
+  )
+  traj = train_lib.Trajectory(
+    obs=None, t=None, actions=None, logp=None, rewards=jnp.zeros((4, 2, 2)), info={'cooperate': coop}
+  )
+  stats = evaluate.pair_stats('ipd', traj)
+  np.testing.assert_allclose(stats['cooperation_by_step_0'], [1.0, 0.5, 0.0, 0.5])
+  assert float(stats['cooperation_0']) == 0.5
+  # Transitions (before -> seat 0's next move): env 0: CC->C, CC->D, DC->D; env 1: CD->D, DD->D, DD->C.
+  expected = {'CC': (2, 0.5), 'CD': (1, 0.0), 'DC': (1, 0.0), 'DD': (2, 0.5)}
+  for name, (visits, p_c) in expected.items():
+    assert float(stats[f'after_{name}_visits_0']) == visits, name
+    assert float(stats[f'after_{name}_cooperation_0']) == p_c, name
+
+
 def ipd_config(min_seeds=2):
   return ml_collections.ConfigDict(
     {
