@@ -16,6 +16,9 @@ Per update, `num_envs` episodes of `episode_length` steps are rolled out (one `l
 profit of all factories, so the same learners pursue the welfare itself. Its raw reward is an empirical
 ceiling of what any incentive scheme can buy from these learners in this chain (the sequential counterpart
 of the static game's brute-force optimum).
+'fixed' (ours, a diagnostic) pays every factory a constant bonus per unit from B, `config.fixed_bonus[i]` (one
+value of `bonus_levels` per factory), and does not learn: whether any such scheme buys the claimed gain from
+these learners separates what incentives can do in this chain from what our manager learns.
 Both learn with PPO-clipped losses on GAE advantages (`common.ppo`); the manager's step is applied every
 `manager_every` updates (slower timescale). The manager's bonus and signal are independent categorical
 heads of one MLP; its log-probability is their sum.
@@ -36,7 +39,7 @@ from common import ppo
 from common.errors import ConfigError
 from mediator import static_train
 
-SEQUENTIAL_MANAGERS = ('none', 'incentives', 'signal', 'both', 'team')
+SEQUENTIAL_MANAGERS = ('none', 'incentives', 'signal', 'both', 'team', 'fixed')
 
 
 @flax.struct.dataclass
@@ -68,7 +71,17 @@ def check_manager(manager: str) -> tuple[bool, bool]:
     raise ConfigError(
       f"manager '{manager}' is not available in the supply chain (valid: {', '.join(SEQUENTIAL_MANAGERS)})"
     )
-  return manager in ('incentives', 'both'), manager in ('signal', 'both')
+  return manager in ('incentives', 'both', 'fixed'), manager in ('signal', 'both')
+
+
+def fixed_bonus_indices(config, chain) -> jax.Array:
+  """int32[N]: the level index of each factory's `config.fixed_bonus`; a one-line ConfigError otherwise."""
+  values, levels = tuple(config.fixed_bonus), tuple(chain.bonus_levels)
+  if len(values) != chain.num_factories or any(v not in levels for v in values):
+    raise ConfigError(
+      f'fixed_bonus {values} must give each of the {chain.num_factories} factories one of bonus_levels {levels}'
+    )
+  return jnp.asarray([levels.index(v) for v in values], jnp.int32)
 
 
 def num_signals(chain) -> int:
@@ -80,6 +93,9 @@ def make_sequential(config, chain, manager: str):
   """`(init, update, rollout)` for one seed of the `manager` variant."""
   pays, signals = check_manager(manager)
   team = manager == 'team'
+  fixed = manager == 'fixed'
+  learns = (pays or signals) and not fixed  # Whether a manager policy acts and learns.
+  fixed_idx = fixed_bonus_indices(config, chain) if fixed else None
   n, levels = chain.num_factories, len(chain.bonus_levels)
   sig = num_signals(chain) if signals else 0  # No signal columns without a signal: 'incentives' unchanged.
   bonus_values = jnp.asarray(chain.bonus_levels, jnp.float32)
@@ -139,7 +155,9 @@ def make_sequential(config, chain, manager: str):
       bonus = jnp.zeros((num_envs, n), jnp.int32)
       signal = jnp.zeros((num_envs, n), jnp.int32)
       m_logp = jnp.zeros((num_envs,))
-      if pays or signals:
+      if fixed:
+        bonus = jnp.broadcast_to(fixed_idx, (num_envs, n))
+      elif pays or signals:
         b_logits, s_logits = manager_heads(m_actor.apply(state.manager['actor'], gs))
         if pays:
           bonus = jax.random.categorical(k_bonus, b_logits)
@@ -212,7 +230,7 @@ def make_sequential(config, chain, manager: str):
       state.factory, state.factory_opt, factory_tx, factory_loss, config.ppo_epochs
     )
     manager_p, manager_opt, m_loss = state.manager, state.manager_opt, jnp.zeros(())
-    if pays or signals:
+    if learns:
       m_values = m_critic.apply(state.manager['critic'], batch.gs)[..., 0]
       m_adv, m_ret = advantages(m_values, batch.m_reward * scale)
       m_adv = ppo.normalize(m_adv)

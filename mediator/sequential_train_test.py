@@ -170,3 +170,28 @@ def test_team_factories_share_the_mean_raw_profit():
   assert not np.allclose(none_batch.reward, batch.reward)
   _, metrics = update(state, None)
   assert np.isfinite(float(metrics['factory_loss'])) and float(metrics['payout']) == 0.0
+
+
+def test_fixed_pays_constant_bonuses_and_never_learns():
+  config = tiny_config(fixed_bonus=(0.3, 0.0, 0.1))
+  init, update, rollout = sequential_train.make_sequential(config, CHAIN, 'fixed')
+  state = init(jax.random.PRNGKey(0))
+  batch = jax.jit(rollout, static_argnums=2)(state, jax.random.PRNGKey(6), ENVS)
+  levels = np.asarray(CHAIN.bonus_levels)
+  np.testing.assert_array_equal(
+    levels[np.asarray(batch.bonus)], np.broadcast_to([0.3, 0.0, 0.1], batch.bonus.shape)
+  )
+  # Every step's payout is the bonuses times the units each factory bought from B (counted once).
+  units_b = np.asarray(batch.stats['units_b'])  # [T, E]: the sum over factories
+  assert units_b.sum() > 0
+  np.testing.assert_allclose(
+    batch.stats['payout'], batch.stats['agents'] - batch.stats['raw'], rtol=1e-5, atol=1e-5
+  )
+  new_state, metrics = jax.jit(update)(state, None)
+  for a, b in zip(jax.tree.leaves(new_state.manager), jax.tree.leaves(state.manager)):
+    np.testing.assert_array_equal(a, b)
+  assert float(metrics['manager_loss']) == 0.0 and float(metrics['mean_bonus']) == pytest.approx(0.4 / 3)
+  with pytest.raises(ConfigError, match=r'fixed_bonus \(0.25, 0.0, 0.0\) must give each of the 3 factories'):
+    sequential_train.make_sequential(tiny_config(fixed_bonus=(0.25, 0.0, 0.0)), CHAIN, 'fixed')
+  with pytest.raises(ConfigError, match='must give each of the 3 factories'):
+    sequential_train.make_sequential(tiny_config(fixed_bonus=(0.1, 0.1)), CHAIN, 'fixed')

@@ -44,6 +44,8 @@ def get_config(arg=None):
     }
   )
   c.managers = ('none', 'incentives')
+  # The constant per-factory bonus on units from B of the 'fixed' diagnostic (a value of bonus_levels each).
+  c.fixed_bonus = (0.0, 0.0, 0.0, 0.0)
   c.claim_manager = 'incentives'
   c.hidden = 64
   c.num_envs = 1024
