@@ -22,8 +22,8 @@ from opponent_shaping import train as train_lib
 
 # Observation rows for IPD histories of length one, from the agent's view: [me C, me D, opp C, opp D].
 _IPD_LAST = {'CC': [1, 0, 1, 0], 'CD': [1, 0, 0, 1], 'DC': [0, 1, 1, 0], 'DD': [0, 1, 0, 1]}
-# The same joint actions as (seat 0 cooperated, seat 1 cooperated) flags.
-_IPD_JOINT = {'CC': (1.0, 1.0), 'CD': (1.0, 0.0), 'DC': (0.0, 1.0), 'DD': (0.0, 0.0)}
+# The same joint actions as (seat 0 cooperated, seat 1 cooperated) flags: the rows' 'me C' and 'opp C'.
+_IPD_JOINT = {name: (float(row[0]), float(row[2])) for name, row in _IPD_LAST.items()}
 
 
 def seat(tree, i: int, play: str):

@@ -2,11 +2,12 @@
 
 The issue asks for real MuJoCo rendering through `MUJOCO_GL=egl` as a visual check of the frames the world
 model learns from. `side_model()` is the stickman's MJCF with one orthographic camera added, looking along +y
-at the x-z plane with the rasteriser's extent (`stickman.VIEW` metres, centre height `stickman.VIEW_Z`); its
-x is moved to the torso's before each frame, as the rasteriser's camera follows the torso. `silhouettes`
-renders MuJoCo's segmentation image (which geom covers each pixel) and the rasteriser's frame in a
-single-colour look, and `iou` compares the two body masks. Physics is MuJoCo's C step (`mujoco.mj_step`) on
-the same model, so the check needs no MJX compile; the states go to the rasteriser through `mjx.put_data`.
+at the x-z plane with the rasteriser's extent (`stickman.VIEW` metres, centre height `stickman.VIEW_Z`); its x
+is moved to the torso's before each frame, as the rasteriser's camera follows the torso. `mujoco_frame` with
+`segmentation` gives MuJoCo's body mask (which geom covers each pixel), `raster_mask` the rasteriser's frame
+in a single-colour look, and `iou` / `coverage` compare the two; `check` runs the comparison. Physics is
+MuJoCo's C step (`mujoco.mj_step`) on the same model, so the check needs no MJX compile; the states go to the
+rasteriser through `mjx.put_data`.
 
 MuJoCo picks its OpenGL backend from `MUJOCO_GL` when it is first imported: set `MUJOCO_GL=egl` (GPU or
 Mesa's software EGL) or `osmesa` before importing this module. `renderer()` raises a one-line
@@ -23,6 +24,7 @@ from mujoco import mjx
 from world_models import stickman
 
 CAMERA = 'side'
+FLOOR = mujoco.mj_name2id(stickman.MJ_MODEL, mujoco.mjtObj.mjOBJ_GEOM, 'floor')  # side_model keeps geom ids.
 # The rasteriser in one colour: background and floor black, every body part white (left limbs at 0.6).
 MASK_LOOK = stickman.Look(background=(0.0, 0.0, 0.0), floor=(0.0, 0.0, 0.0), torso=(1, 1, 1), right=(1, 1, 1))
 
@@ -40,10 +42,11 @@ def side_model() -> mujoco.MjModel:
   )
   model = mujoco.MjModel.from_xml_string(xml)
   # Same bodies, joints and geoms as the environment's model: the camera is the only addition.
-  assert (model.nq, model.nv, model.ngeom) == (
+  assert (model.nq, model.nv, model.ngeom, model.geom('floor').id) == (
     stickman.MJ_MODEL.nq,
     stickman.MJ_MODEL.nv,
     stickman.MJ_MODEL.ngeom,
+    FLOOR,
   )
   return model
 
@@ -93,8 +96,7 @@ def mujoco_frame(render: mujoco.Renderer, model: mujoco.MjModel, data: mujoco.Mj
   if not segmentation:
     return image.copy()
   ids, types = image[..., 0], image[..., 1]
-  floor = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, 'floor')
-  return (types == int(mujoco.mjtObj.mjOBJ_GEOM)) & (ids >= 0) & (ids != floor)
+  return (types == int(mujoco.mjtObj.mjOBJ_GEOM)) & (ids >= 0) & (ids != FLOOR)
 
 
 _render_jit = jax.jit(stickman.render, static_argnums=(1, 2))
