@@ -154,6 +154,8 @@ def validate(config) -> None:
   missing = [g for g in config.games if config.key_games and g not in config.key_games]
   if missing:
     raise ConfigError(f'config.key_games must list every game of config.games; missing {missing}')
+  if not isinstance(config.checkpoint_final, bool):
+    raise ConfigError(f'checkpoint_final must be True or False, got {config.checkpoint_final!r}')
   if not isinstance(config.eval_first_game, bool):
     raise ConfigError(f'eval_first_game must be True or False, got {config.eval_first_game!r}')
   if config.env == 'minatar' and config.eval_iterations < games.MIN_EVAL_ITERATIONS:
@@ -311,7 +313,8 @@ def run_one(config, workdir: str, game: str, game_index: int, variant: str, prog
         train_seconds += seconds
         row = {f'{game}/{vid}': chunk_row(chunk_stats)}
         writer.write(end, {'train': row, 'charts': {f'{game}/{vid}': {'sps': (end - begin) / seconds}}})
-        ckpt.save(end, state, force=False)
+        if end < config.total_env_steps or config.checkpoint_final:
+          ckpt.save(end, state, force=False)
       logged = metrics_lib.read_metrics(subdir)
       t0 = time.time()
       out = jax.device_get(programs.evaluate(state, hp, seed_keys(config, game_index, 1)))

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from common import checkpoint
 from common import results
 from common.errors import ConfigError
 from common.rl import dqn
@@ -39,7 +40,20 @@ def tiny_config(**overrides):
 @pytest.fixture(scope='module')
 def smoke_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('rs_smoke'))
-  agg, claims = train.train_and_evaluate(tiny_config(), workdir)
+  saved = []
+  original = checkpoint.Checkpointer.save
+
+  def save(self, step, state, **kwargs):
+    did = original(self, step, state, **kwargs)
+    saved.append((step, did))
+    return did
+
+  checkpoint.Checkpointer.save = save
+  try:  # No checkpoint at the last step (800): only the one at 400, per sub-run.
+    agg, claims = train.train_and_evaluate(tiny_config(checkpoint_final=False), workdir)
+  finally:
+    checkpoint.Checkpointer.save = original
+  assert saved == [(400, True)] * 2
   return workdir, agg, claims
 
 

@@ -56,6 +56,9 @@ def get_config(arg=None):
   c.target_update_period = 2_000
   c.log_every = 10_000
   c.checkpoint_every = 50_000
+  # A 3-seed checkpoint holds 17 GB of replay: with a save at 100k the 50k one is still on disk while it is
+  # written (six processes on one host: 200 GB). The evaluation follows the last step at once.
+  c.checkpoint_final = False
   c.eval_envs = 10
   c.eval_iterations = 27_000  # One whole game per evaluation env (games are cut at 27k agent steps).
   c.eval_first_game = True  # Stop once every env has ended its first game (27k is the cap).

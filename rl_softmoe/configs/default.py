@@ -84,6 +84,9 @@ def get_config(arg=None):
   # Loop, evaluation and results.
   c.log_every = 5_000  # Env steps per chunk (one metrics row, one possible checkpoint).
   c.checkpoint_every = 50_000  # Env steps; a multiple of log_every.
+  # False: no checkpoint at the last training step (the evaluation follows at once and the sub-run then drops
+  # its checkpoints); saves a replay-sized write and keeps one checkpoint on disk at a time (2026-11-28).
+  c.checkpoint_final = True
   c.eval_envs = 4  # Atari only: parallel games of the final evaluation (MinAtar evaluates on num_envs envs).
   c.eval_iterations = 1_000  # Vector steps of the final evaluation (>= 1000: every env ends an episode).
   # True: count each evaluation env's first game only and stop once every env has ended one (eval_iterations
