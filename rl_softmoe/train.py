@@ -158,6 +158,9 @@ def validate(config) -> None:
     raise ConfigError(f'checkpoint_final must be True or False, got {config.checkpoint_final!r}')
   if not isinstance(config.eval_first_game, bool):
     raise ConfigError(f'eval_first_game must be True or False, got {config.eval_first_game!r}')
+  workers = config.eval_host_workers
+  if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+    raise ConfigError(f'eval_host_workers must be an integer >= 0, got {workers!r}')
   if config.env == 'minatar' and config.eval_iterations < games.MIN_EVAL_ITERATIONS:
     raise ConfigError(
       f'eval_iterations must be >= {games.MIN_EVAL_ITERATIONS} so every env ends an episode, got '
@@ -195,8 +198,12 @@ class Programs:
     agent, n = self.agent, self.eval_iterations
     # `eval_first_game`: each eval env's first game only, stopping once all have ended one (at most n steps).
     eval_config = dataclasses.replace(agent_config(config), eval_first_episode=config.eval_first_game)
+    self._envs = [env]  # Closed by `close()`.
     if config.env == 'atari':  # Whole games, raw rewards: the score the Atari 100k papers report.
-      eval_env, eval_params = games.make(config.env, game, evaluation=True)
+      eval_env, eval_params = games.make(
+        config.env, game, evaluation=True, host_workers=config.eval_host_workers
+      )
+      self._envs.append(eval_env)
       agent = dqn.make_evaluator(eval_env, eval_params, self.network, eval_config, config.eval_envs)
     elif config.eval_first_game:
       agent = dqn.make_evaluator(env, env_params, self.network, eval_config, config.num_envs)
@@ -209,6 +216,13 @@ class Programs:
 
   def run_chunk(self, state, hp, num_iterations: int):
     return self._run_chunk(state, hp, num_iterations)
+
+  def close(self) -> None:
+    """Frees the host emulators of the Atari envs and stops their worker processes (`eval_host_workers`):
+    compiled programs keep an env alive, so a finished game's would otherwise stay until exit."""
+    for env in self._envs:
+      if hasattr(env, 'close'):
+        env.close()
 
 
 def key_index(config, game: str) -> int:
@@ -577,6 +591,8 @@ def train_and_evaluate(config, workdir: str):
       evals[game][variant_id(variant)] = run_one(
         config, workdir, game, gi, variant, functools.partial(programs_fn, variant)
       )
+    for programs in cache.values():
+      programs.close()
     cache.clear()
   ids = [variant_id(v) for v in config.variants]
   scores = {

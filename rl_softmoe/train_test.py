@@ -99,6 +99,7 @@ def test_rerun_skips_finished_sub_runs(smoke_run, monkeypatch):
     ({'agent': 'rainbow'}, "unknown agent 'rainbow'"),
     ({'agent': 'der', 'der.n_step': 0}, 'max_n_step'),
     ({'key_games': ('Asterix-MinAtar',)}, "key_games must list every game.*'Breakout-MinAtar'"),
+    ({'eval_host_workers': -1}, 'eval_host_workers must be an integer >= 0, got -1'),
   ],
 )
 def test_bad_config_fails_before_compiling(tmp_path, monkeypatch, overrides, match):
@@ -129,17 +130,21 @@ def test_atari_evaluator_plays_first_games():
   from rl_softmoe.configs import atari100k
 
   for c in (atari100k.get_config(), paper.get_config()):
-    assert c.eval_first_game and c.eval_iterations == 27_000
+    assert c.eval_first_game and c.eval_iterations == 27_000 and c.eval_host_workers == 8
   c = default.get_config()
-  assert not c.eval_first_game
+  assert not c.eval_first_game and c.eval_host_workers == 0
   with c.ignore_type():
     c.eval_first_game = 'yes'
   with pytest.raises(ConfigError, match='eval_first_game must be True or False'):
     train.validate(c)
   pytest.importorskip('ale_py')
   c = atari100k.get_config('smoke')
-  evaluator = train.Programs(c, 'Pong', 'V0').eval_agent.config
+  programs = train.Programs(c, 'Pong', 'V0')
+  evaluator = programs.eval_agent.config
   assert evaluator.eval_first_episode and evaluator.num_envs == c.eval_envs == 2
+  # Only the evaluation env gets the host workers (they start at its first callback).
+  assert [env.host_workers for env in programs._envs] == [0, c.eval_host_workers] == [0, 2]
+  programs.close()
 
 
 def test_dqn_agent_is_the_earlier_one():

@@ -20,7 +20,7 @@ set -u
 export PYTHONUNBUFFERED=1
 timeout_s=$1; shift
 mkdir -p "$OUT" runs/gpu runs/.whl
-if ls .whl/*.whl > /dev/null 2>&1; then cp -n .whl/*.whl runs/.whl/; fi
+for w in .whl/*.whl; do [ -f "$w" ] && [ ! -f "runs/.whl/$(basename "$w")" ] && cp "$w" runs/.whl/; done
 new=()  # Wheels not installed yet on this machine (a later call may carry more).
 for w in runs/.whl/*.whl; do [ -f "$w" ] && [ ! -f "/tmp/site/.done.$(basename "$w")" ] && new+=("$w"); done
 if [ ${#new[@]} -gt 0 ]; then

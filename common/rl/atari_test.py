@@ -8,9 +8,12 @@
 * The host callback under `jit(vmap(vmap(scan)))`: one callback per vector step for the whole 2x2 batch, four
   distinct emulators with distinct seeds, same keys -> same observations, a vmapped run == the same run alone.
 * In-process chunks == the uninterrupted run; a stale or foreign state restarts its emulator (truncated).
+* Host workers: the same outputs as in process (rollout with new games, restarted states), ids per worker,
+  worker errors raised here, `close()` and a dead worker.
 * `common.rl.dqn.make_train` runs DrQ(eps) on Pong under `jit(vmap(train))`.
 """
 
+import functools
 import sys
 
 import flax.linen as nn
@@ -261,6 +264,130 @@ def test_chunks_equal_uninterrupted_and_stale_states_restart(pong):
   _, foreign, _, _, foreign_truncated, _ = jax.jit(other.step)(jax.random.key(0), cont, 0)
   assert bool(foreign_truncated) and int(foreign.pool) != int(cont.pool)
   assert other.host_stats()['restarts'] == 1
+
+
+# --------------------------------------------------------------------------- #
+# Host workers.
+# --------------------------------------------------------------------------- #
+
+_OUTPUTS = (
+  'obs',
+  'final_observation',
+  'reward',
+  'raw_reward',
+  'terminated',
+  'truncated',
+  'game_over',
+  'lives',
+)
+
+
+def _assert_same_outputs(out, expected):
+  for name in _OUTPUTS:
+    np.testing.assert_array_equal(out[name], expected[name], err_msg=name)
+  for name in ('tick', 'episode_step', 'lives', 'frames'):
+    np.testing.assert_array_equal(getattr(out['state'], name), getattr(expected['state'], name), err_msg=name)
+
+
+@pytest.fixture(scope='module')
+def short_pong():
+  """`{host_workers: env}`: Pong with 10-step games (truncation and new games within a short rollout), in
+  process and with 2 host workers."""
+  envs = {w: atari.AtariEnv('Pong', max_episode_frames=40, host_workers=w) for w in (0, 2)}
+  yield envs
+  for env in envs.values():
+    env.close()
+
+
+def test_host_workers_match_in_process(short_pong):
+  keys = jax.random.split(jax.random.key(7), 4)
+  runs = {
+    w: jax.block_until_ready(jax.jit(jax.vmap(_rollout(env, 30)))(keys)) for w, env in short_pong.items()
+  }
+  (obs0, _, final, out), (w_obs0, w_state0, w_final, w_out) = runs[0], runs[2]
+  np.testing.assert_array_equal(w_obs0, obs0)
+  np.testing.assert_array_equal(w_final.frames, final.frames)
+  _assert_same_outputs(w_out, out)
+  # Games ended (truncated every 10 steps) and new ones started in the rollout.
+  np.testing.assert_array_equal(np.nonzero(np.asarray(out['truncated'])[0])[0], [9, 19, 29])
+  assert not np.any(np.asarray(out['obs'])[:, 9, ..., :3])
+  # Ids: the reset's batch split in two contiguous halves, worker w numbering w, w + 2, ...; all share the
+  # pool's token, and the emulators keep their ids.
+  env = short_pong[2]
+  ids = np.asarray(w_state0.emulator)
+  np.testing.assert_array_equal(ids % 2, [0, 0, 1, 1])
+  assert len(set(ids.tolist())) == 4 and np.all(np.asarray(w_final.emulator) == ids)
+  assert np.all(np.asarray(w_final.pool) == env._pool.token)
+  stats = env.host_stats()
+  assert stats == dict(reset_calls=1, step_calls=30, steps=120, created=4, restarts=0, emulators=4)
+  assert set(env.emulator_seeds()) == set(ids.tolist())
+  # The workers import no JAX.
+  modules = env._pool._ask({0: ('modules', ()), 1: ('modules', ())})
+  assert all('jax' not in m and 'common.rl.ale_host' in m for m in modules.values())
+
+
+def test_host_workers_restart_foreign_and_stale_states(short_pong):
+  other = atari.AtariEnv('Pong', max_episode_frames=40)
+  _, foreign = jax.jit(jax.vmap(other.reset))(jax.random.split(jax.random.key(8), 4))
+  keys = jax.random.split(jax.random.key(9), 4)
+  runs = {}
+  for w, env in short_pong.items():
+    steps = jax.jit(jax.vmap(functools.partial(_steps, env, num_steps=6)))
+    restarts = env.host_stats()['restarts']
+    end, out = steps(foreign, keys)  # Another pool's states: each restarted at a fresh emulator.
+    stale = jax.tree.map(lambda x: x[:, 2], out['state'])  # Already stepped: restarted too.
+    stale_end, stale_out = steps(stale, keys)
+    assert env.host_stats()['restarts'] == restarts + 8
+    runs[w] = end, out, stale_end, stale_out
+  (end, out, stale_end, stale_out), (w_end, w_out, w_stale_end, w_stale_out) = runs[0], runs[2]
+  assert np.all(np.asarray(out['truncated'])[:, 0]) and not np.any(np.asarray(out['reward'])[:, 0])
+  np.testing.assert_array_equal(end.tick, np.full(4, 5))  # Restarted at tick 0, then stepped 5 times.
+  _assert_same_outputs(w_out, out)
+  _assert_same_outputs(w_stale_out, stale_out)
+  assert np.all(np.asarray(w_stale_out['truncated'])[:, 0])
+  # New ids, unique, each on the worker that made it (foreign states: worker `row % 2`).
+  token = short_pong[2]._pool.token
+  ids = np.asarray(w_end.emulator)
+  stale_ids = np.asarray(w_stale_end.emulator)
+  np.testing.assert_array_equal(ids % 2, [0, 1, 0, 1])
+  # A stale state goes to the worker that owns its id, which restarts it there.
+  np.testing.assert_array_equal(np.asarray(stale.emulator), ids)
+  np.testing.assert_array_equal(stale_ids % 2, ids % 2)
+  assert len(set(ids.tolist()) | set(stale_ids.tolist())) == 8
+  assert np.all(np.asarray(w_end.pool) == token) and np.all(np.asarray(w_stale_end.pool) == token)
+
+
+def test_host_worker_errors_and_close():
+  env = atari.AtariEnv('Pong', host_workers=2)
+  pool = env._pool
+  seed, noops = np.arange(4, dtype=np.int32), np.zeros(4, np.int32)
+  ids, token, tick, _, _, _ = pool.reset(seed, noops)
+  # Row 2 (id 1) is on worker 1: its error comes back with the worker's traceback; the workers go on.
+  with pytest.raises(
+    atari.HostWorkerError, match=r'(?s)host worker 1 failed.*Atari action 9 is out of range'
+  ):
+    pool.step(ids, token, tick, np.array([0, 0, 9, 0], np.int32), seed, noops)
+  processes = [p for p, _ in pool._workers]
+  assert all(p.is_alive() for p in processes) and env.num_emulators == 4
+  # close() stops the workers; the next callback starts new ones, which restart the old states (new ids).
+  env.close()
+  assert not any(p.is_alive() for p in processes) and env.num_emulators == 0
+  out = pool.step(ids, token, tick + 1, np.zeros(4, np.int32), seed, noops)
+  assert np.all(out[9]) and not set(out[0].tolist()) & set(ids.tolist())
+  # A worker that dies: the call raises, the workers stop, and the next call starts new ones.
+  pool._workers[0][0].kill()
+  with pytest.raises(atari.HostWorkerError, match='host worker 0 exited'):
+    pool.step(out[0], token, out[2], np.zeros(4, np.int32), seed, noops)
+  assert not pool._workers
+  again = pool.step(out[0], token, out[2], np.zeros(4, np.int32), seed, noops)
+  assert np.all(again[9]) and env.host_stats()['restarts'] == 8
+  env.close()
+
+
+@pytest.mark.parametrize('workers', [-1, 1.5, True, '2'])
+def test_bad_host_workers_is_a_config_error(workers):
+  with pytest.raises(ConfigError, match='host_workers must be an integer >= 0'):
+    atari.AtariEnv('Pong', host_workers=workers)
 
 
 # --------------------------------------------------------------------------- #

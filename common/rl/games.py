@@ -60,17 +60,24 @@ def check_games(family: str, games: Sequence[str], reference=None) -> None:
       raise ConfigError(f'config.max_reference has no entry {short_name(game)!r} for {game}; add one')
 
 
-def make(family: str, game: str, *, evaluation: bool = False) -> Tuple[Any, Any]:
+def make(family: str, game: str, *, evaluation: bool = False, host_workers: int = 0) -> Tuple[Any, Any]:
   """`(env, env_params)` of `game`. For Atari the training env clips rewards and ends episodes at a life loss;
   the evaluation env plays whole games with raw rewards (the score the Atari 100k papers report). MinAtar has
-  one env for both."""
+  one env for both.
+
+  `host_workers` is `atari.AtariEnv`'s: worker processes for the emulators (0: in this process). MinAtar runs
+  on the device, so a nonzero value there is a ConfigError."""
   _check_family(family)
   if family == 'minatar':
+    if host_workers != 0:
+      raise ConfigError(
+        f'host_workers is for Atari envs only (MinAtar has no host emulators), got {host_workers!r}'
+      )
     import gymnax
 
     return gymnax.make(game)
   from common.rl import atari  # The `atari` extra (ale-py).
 
   if evaluation:
-    return atari.make(game, terminal_on_life_loss=False, clip_rewards=False)
-  return atari.make(game)
+    return atari.make(game, terminal_on_life_loss=False, clip_rewards=False, host_workers=host_workers)
+  return atari.make(game, host_workers=host_workers)

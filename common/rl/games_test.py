@@ -22,3 +22,16 @@ def test_short_name_and_games_check():
     games.check_games('atari', ['Pongg'])
   with pytest.raises(ConfigError, match='config.env must be'):
     games.check_games('procgen', ['Coinrun'])
+
+
+def test_host_workers_reach_the_atari_env_only():
+  with pytest.raises(ConfigError, match='host_workers is for Atari envs only'):
+    games.make('minatar', 'Breakout-MinAtar', host_workers=2)
+  pytest.importorskip('ale_py')
+  env, _ = games.make(
+    'atari', 'Pong', evaluation=True, host_workers=2
+  )  # Workers start at the first callback.
+  assert env.host_workers == 2 and not env.clip_rewards and not env.terminal_on_life_loss
+  assert games.make('atari', 'Pong')[0].host_workers == 0
+  with pytest.raises(ConfigError, match='host_workers must be an integer >= 0'):
+    games.make('atari', 'Pong', host_workers=-1)

@@ -88,6 +88,9 @@ def get_config(arg=None):
   # its checkpoints); saves a replay-sized write and keeps one checkpoint on disk at a time (2026-11-28).
   c.checkpoint_final = True
   c.eval_envs = 4  # Atari only: parallel games of the final evaluation (MinAtar evaluates on num_envs envs).
+  # Atari only: worker processes that step the evaluation's emulators in parallel (common.rl.atari
+  # `host_workers`; same scores, bit for bit); 0 steps them in this process, one after the other.
+  c.eval_host_workers = 0
   c.eval_iterations = 1_000  # Vector steps of the final evaluation (>= 1000: every env ends an episode).
   # True: count each evaluation env's first game only and stop once every env has ended one (eval_iterations
   # is then a cap); False: every game that ends within eval_iterations vector steps.

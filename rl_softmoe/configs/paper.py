@@ -104,6 +104,7 @@ def get_config(arg=None):
   c.eval_envs = 10
   c.eval_iterations = 27_000  # One whole game per evaluation env (games are cut at 27k agent steps).
   c.eval_first_game = True  # Stop once every env has ended its first game (27k is the cap).
+  c.eval_host_workers = 8  # The evaluation's emulators in 8 processes (same scores as 0; atari100k.py).
   c.max_reference = ml_collections.ConfigDict()  # Atari uses the human scores (common.rl.atari).
   c = atari100k.shrink(c, arg)
   if arg.smoke:
