@@ -8,7 +8,10 @@ s_1..s_H; rewards r_t = reward(s_t) for t = 1..H and the critic's values give la
 
 The actor maximises sum_t w_t R_t / S with S = max(1, P95 - P5) of the returns (an EMA, DreamerV3's return
 normalisation) and w_t = gamma^t; the critic regresses v(s_t) on sg(R_t) computed with a slow critic that
-is copied from the critic every `slow_critic_every` updates.
+is copied from the critic every `slow_critic_every` updates. The critic is a scalar head trained by squared
+error (`critic_bins = 0`, what every run before 2026-11-28 used), or GenRL's and DreamerV3's head: logits
+over `critic_bins` bins equally spaced in symlog space on [-20, 20], trained by cross-entropy against the
+two-hot encoding of symlog(R_t), read out as symexp of the expected bin (zero-initialised, so v = 0 at first).
 
 Start states: posterior states of replay sequences (data-based), or, data-free, a half/half mix of uniform
 prior latents and connector latents of random unit embeddings passed through the aligner, followed by
@@ -41,16 +44,50 @@ class Actor(nn.Module):
     return mean, std
 
 
+TWOHOT_LIMIT = 20.0  # The bins span [-20, 20] in symlog space (DreamerV3), about +-5e8 in value.
+
+
+def twohot_bins(bins: int):
+  """The bin centres, in symlog space."""
+  return jnp.linspace(-TWOHOT_LIMIT, TWOHOT_LIMIT, bins)
+
+
+def twohot(y, bins: int):
+  """Two-hot encoding of `y` (symlog space; clipped to the bins) as weights (..., bins) on the two nearest
+  centres, linear in the distance, so that sum(weights * centres) = y inside the range."""
+  centres = twohot_bins(bins)
+  y = jnp.clip(y, centres[0], centres[-1])
+  upper = jnp.clip(jnp.searchsorted(centres, y, side='right'), 1, bins - 1)
+  lo, hi = centres[upper - 1], centres[upper]
+  w_hi = (y - lo) / (hi - lo)
+  return (
+    jax.nn.one_hot(upper - 1, bins) * (1 - w_hi)[..., None] + jax.nn.one_hot(upper, bins) * w_hi[..., None]
+  )
+
+
+def twohot_value(logits):
+  """symexp of the expected bin centre under softmax(logits): the value a two-hot head predicts."""
+  centres = twohot_bins(logits.shape[-1])
+  return rssm.symexp(jnp.sum(jax.nn.softmax(logits, -1) * centres, -1))
+
+
 class Critic(nn.Module):
+  """v(feat). `bins = 0`: one scalar output (squared-error critic); `bins > 0`: two-hot symlog logits over
+  `bins` bins, called with `logits=True` for the loss, and read out as `twohot_value` otherwise."""
+
   hidden: int
   layers: int
+  bins: int = 0
 
   @nn.compact
-  def __call__(self, feat):
+  def __call__(self, feat, logits: bool = False):
     x = feat
     for _ in range(self.layers):
       x = nn.silu(nn.LayerNorm()(nn.Dense(self.hidden)(x)))
-    return nn.Dense(1, kernel_init=nn.initializers.zeros)(x)[..., 0]
+    if not self.bins:
+      return nn.Dense(1, kernel_init=nn.initializers.zeros)(x)[..., 0]
+    out = nn.Dense(self.bins, kernel_init=nn.initializers.zeros)(x)
+    return out if logits else twohot_value(out)
 
 
 def sample_action(mean, std, rng):
@@ -125,10 +162,18 @@ def actor_loss(
 
 
 def critic_loss(critic_params, *, critic, states, targets, config):
+  """Squared error (scalar critic) or two-hot cross-entropy on symlog targets (`critic.bins > 0`), weighted by
+  gamma^t over the imagined steps s_0..s_{H-1}."""
   b = config.behaviour
-  values = critic.apply({'params': critic_params}, jax.lax.stop_gradient(rssm.feature(states)))[:-1]
+  feat = jax.lax.stop_gradient(rssm.feature(states))
+  targets = jax.lax.stop_gradient(targets)
   weights = b.gamma ** jnp.arange(b.horizon)[:, None]
-  return jnp.mean(weights * (values - jax.lax.stop_gradient(targets)) ** 2)
+  if not critic.bins:
+    values = critic.apply({'params': critic_params}, feat)[:-1]
+    return jnp.mean(weights * (values - targets) ** 2)
+  logits = critic.apply({'params': critic_params}, feat, logits=True)[:-1]
+  nll = -jnp.sum(twohot(rssm.symlog(targets), critic.bins) * jax.nn.log_softmax(logits, -1), -1)
+  return jnp.mean(weights * nll)
 
 
 def uniform_prior_states(wm, rng, batch):

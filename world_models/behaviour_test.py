@@ -120,3 +120,49 @@ def test_return_scale_is_at_least_one():
   assert float(scale) == 1.0
   state, scale = behaviour.update_return_scale(jnp.zeros(2), jnp.linspace(0, 100, 101), 1.0)
   np.testing.assert_allclose(scale, 90.0, rtol=1e-4)
+
+
+def test_twohot_encodes_inside_the_range_and_clips_outside():
+  bins = 255
+  centres = np.asarray(behaviour.twohot_bins(bins))
+  y = jnp.asarray([-25.0, -20.0, -3.3, 0.0, 0.05, 7.77, 20.0, 31.0])
+  w = np.asarray(behaviour.twohot(y, bins))
+  np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-6)
+  assert ((w > 0).sum(-1) <= 2).all() and (w >= 0).all()
+  np.testing.assert_allclose(w @ centres, np.clip(np.asarray(y), -20, 20), atol=1e-5)
+  # The two weights sit on neighbouring centres around y.
+  inside = np.asarray(y)[3]
+  nz = np.flatnonzero(w[3])
+  assert centres[nz[0]] <= inside <= centres[nz[-1]] and nz[-1] - nz[0] <= 1
+
+
+def test_twohot_critic_starts_at_zero_and_fits_a_target():
+  """A two-hot critic reads 0 at initialisation (zero logits), and a few Adam steps of `critic_loss` on one
+  state move its value from 0 toward a return of 50 (symlog space makes the large target easy)."""
+  import optax
+
+  feat_dim = 8 + 3 * 4
+  critic = behaviour.Critic(8, 1, bins=255)
+  start = behaviour.uniform_prior_states(world_model()[0], jax.random.PRNGKey(3), 2)
+  states = jax.tree.map(lambda x: jnp.stack([x] * (CONFIG.behaviour.horizon + 1)), start)
+  params = critic.init(jax.random.PRNGKey(2), jnp.zeros((1, feat_dim)))['params']
+  assert float(jnp.abs(critic.apply({'params': params}, rssm.feature(start))).max()) < 1e-6
+  targets = jnp.full((CONFIG.behaviour.horizon, 2), 50.0)
+  tx = optax.adam(3e-2)
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(params, opt):
+    loss, grad = jax.value_and_grad(behaviour.critic_loss)(
+      params, critic=critic, states=states, targets=targets, config=CONFIG
+    )
+    updates, opt = tx.update(grad, opt, params)
+    return optax.apply_updates(params, updates), opt, loss
+
+  losses = []
+  for _ in range(60):
+    params, opt, loss = step(params, opt)
+    losses.append(float(loss))
+  value = np.asarray(critic.apply({'params': params}, rssm.feature(start)))
+  assert losses[-1] < 0.5 * losses[0]
+  np.testing.assert_allclose(value, 50.0, rtol=0.2)

@@ -78,6 +78,9 @@ def validate(config) -> None:
     raise ConfigError('checkpoint_every must be a multiple of log_every (checkpoints happen between chunks)')
   if b.horizon < 2:
     raise ConfigError(f'behaviour.horizon={b.horizon} must be >= 2')
+  bins = b.critic_bins
+  if isinstance(bins, bool) or not isinstance(bins, int) or bins < 0 or bins == 1:
+    raise ConfigError(f'behaviour.critic_bins={bins!r} must be 0 (scalar critic) or an int >= 2 (two-hot)')
   s = config.strips
   if not all(isinstance(v, int) for v in (s.frames, s.stride, s.scale, s.frame_ms)):
     raise ConfigError(f'strips.frames/stride/scale/frame_ms must be ints, got {s.to_dict()}')
@@ -163,7 +166,7 @@ class Parts:
     self.align = aligner_lib.make_aligner(config)
     b = config.behaviour
     self.actor = behaviour.Actor(b.hidden, b.layers, self.env.ACTION_DIM)
-    self.critic = behaviour.Critic(b.hidden, b.layers)
+    self.critic = behaviour.Critic(b.hidden, b.layers, b.critic_bins)
     self.wm_tx = _optimizer(config.wm.lr, config.wm.eps, config.wm.clip)
     self.conn_tx = _optimizer(config.connector.lr, config.wm.eps, config.wm.clip)
     self.align_tx = optax.adam(config.aligner.lr)

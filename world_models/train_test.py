@@ -250,6 +250,8 @@ def test_stickman_end_to_end(tmp_path):
     ('strips.stride', 0, 'stride, scale, frame_ms >= 1'),
     ('strips.frames', -1, 'frames must be >= 0'),
     ('connector.kl_direction', 'forward', 'is not one of'),
+    ('behaviour.critic_bins', 1, r'must be 0 \(scalar critic\) or an int >= 2'),
+    ('behaviour.critic_bins', -255, r'must be 0 \(scalar critic\) or an int >= 2'),
   ],
 )
 def test_bad_config_is_one_line_config_error(key, value, match):

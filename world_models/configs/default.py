@@ -115,6 +115,9 @@ def get_config(arg=None):
       'gamma': 0.99,
       'lam': 0.95,
       'slow_critic_every': 100,
+      # 0: a scalar critic trained by squared error (every run before 2026-11-28); 255: GenRL's and DreamerV3's
+      # two-hot symlog critic (world_models/behaviour.py).
+      'critic_bins': 0,
       'return_norm_rate': 0.01,
       'align_window': 8,
       'align': True,
