@@ -152,6 +152,13 @@ def validate(config) -> None:
     )
   if not isinstance(eval_first_game(config), bool):
     raise ConfigError(f'eval_first_game must be True or False, got {eval_first_game(config)!r}')
+  workers = eval_host_workers(config)
+  if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+    raise ConfigError(f'eval_host_workers must be an integer >= 0, got {workers!r}')
+  if workers and config.env != 'atari':
+    raise ConfigError(
+      f'eval_host_workers is for Atari only (config.env={config.env!r} has no host emulators)'
+    )
   programs, _ = plan(config)
   for p in programs[:: max(1, len(programs) // 8)] + programs[-1:]:
     dqn.check_hparams(agent_config(config, p), stacked_hparams(config, p))
@@ -202,6 +209,13 @@ def stacked_hparams(config, program: Program) -> dqn.HParams:
   return dqn.stack([hp for hp in hps for _ in range(config.num_seeds)])
 
 
+def eval_host_workers(config) -> int:
+  """``config.eval_host_workers`` (configs/paper.py sets it; absent means 0): worker processes that step the
+  Atari evaluation's host emulators in parallel (`common.rl.atari` `host_workers`; the same scores, bit for
+  bit; 0 steps them in this process, one after the other)."""
+  return config.get('eval_host_workers', 0)
+
+
 def eval_first_game(config) -> bool:
   """``config.eval_first_game`` (configs/paper.py sets it; absent means False): the evaluation counts each
   eval env's first episode only and stops once every env has ended one, ``eval_iterations`` being the cap."""
@@ -221,7 +235,10 @@ class Compiled:
     )
     self.agent = dqn.make_train(env, env_params, self.network, cfg)
     # Evaluation on `eval_envs` fresh environments with the trained parameters (same network).
-    eval_env, eval_params = games_lib.make(config.env, program.game, evaluation=True)
+    eval_env, eval_params = games_lib.make(
+      config.env, program.game, evaluation=True, host_workers=eval_host_workers(config)
+    )
+    self.eval_env = eval_env
     eval_cfg = dataclasses.replace(cfg, eval_first_episode=eval_first_game(config))
     self.evaluator = dqn.make_evaluator(eval_env, eval_params, self.network, eval_cfg, config.eval_envs)
     self.init = jax.jit(jax.vmap(self.agent.init))

@@ -125,6 +125,8 @@ def test_time_budget_stops_between_programs(tmp_path, monkeypatch):
     ({'regimes': {'low': 1_100, 'high': 2_000}}, 'multiple of log_every'),
     ({'env': 'procgen'}, 'config.env must be'),
     ({'eval_first_game': 'yes'}, 'eval_first_game must be True or False'),
+    ({'eval_host_workers': -1}, 'eval_host_workers must be an integer >= 0'),
+    ({'eval_host_workers': 2}, 'eval_host_workers is for Atari only'),
   ],
 )
 def test_bad_config_fails_before_compiling(tmp_path, monkeypatch, overrides, match):
@@ -146,8 +148,13 @@ def test_paper_config_evaluates_first_episodes():
   assert sweep.eval_first_game(c) and c.eval_iterations == 27_000
   pytest.importorskip('ale_py')
   c = paper.get_config('smoke')
-  evaluator = sweep.Compiled(c, sweep.plan(c)[0][0]).evaluator.config
+  compiled = sweep.Compiled(c, sweep.plan(c)[0][0])
+  evaluator = compiled.evaluator.config
   assert evaluator.eval_first_episode and evaluator.num_envs == c.eval_envs == 2
+  assert (
+    compiled.eval_env.host_workers == c.eval_host_workers == 2 and paper.get_config().eval_host_workers == 8
+  )
+  assert sweep.eval_host_workers(default.get_config()) == 0
 
 
 def test_unknown_hyperparameter_in_the_sweep_is_named(tmp_path):

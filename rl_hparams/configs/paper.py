@@ -49,6 +49,7 @@ def get_config(arg=None):
   c.eval_envs = 100
   c.eval_iterations = 27_000
   c.eval_first_game = True  # Each env's first episode; 27k agent steps is the cap (rl_hparams.sweep).
+  c.eval_host_workers = 8  # The evaluation's host emulators in 8 processes (same scores; rl_hparams.sweep).
   if arg.smoke:  # Two games, tiny runs: checks the Atari path end to end.
     c.games = ('Pong', 'Breakout')
     c.regimes = ml_collections.ConfigDict({'low': 1_000, 'high': 2_000})
@@ -60,4 +61,5 @@ def get_config(arg=None):
     c.num_seeds = 1
     c.eval_envs = 2
     c.eval_iterations = 1_500  # A Pong game of a barely trained agent lasts about 1000 agent steps.
+    c.eval_host_workers = 2
   return c
