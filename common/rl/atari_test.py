@@ -375,8 +375,9 @@ def test_host_worker_errors_and_close():
   out = pool.step(ids, token, tick + 1, np.zeros(4, np.int32), seed, noops)
   assert np.all(out[9]) and not set(out[0].tolist()) & set(ids.tolist())
   # A worker that dies: the call raises, the workers stop, and the next call starts new ones.
+  # Killed before the call's send (the pipe is broken) or during it (its answer never comes): either way.
   pool._workers[0][0].kill()
-  with pytest.raises(atari.HostWorkerError, match='host worker 0 exited'):
+  with pytest.raises(atari.HostWorkerError, match='host worker 0 (exited|is gone)'):
     pool.step(out[0], token, out[2], np.zeros(4, np.int32), seed, noops)
   assert not pool._workers
   again = pool.step(out[0], token, out[2], np.zeros(4, np.int32), seed, noops)
