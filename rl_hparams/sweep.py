@@ -152,13 +152,7 @@ def validate(config) -> None:
     )
   if not isinstance(eval_first_game(config), bool):
     raise ConfigError(f'eval_first_game must be True or False, got {eval_first_game(config)!r}')
-  workers = eval_host_workers(config)
-  if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-    raise ConfigError(f'eval_host_workers must be an integer >= 0, got {workers!r}')
-  if workers and config.env != 'atari':
-    raise ConfigError(
-      f'eval_host_workers is for Atari only (config.env={config.env!r} has no host emulators)'
-    )
+  games_lib.check_host_workers(config.env, eval_host_workers(config), 'eval_host_workers')
   programs, _ = plan(config)
   for p in programs[:: max(1, len(programs) // 8)] + programs[-1:]:
     dqn.check_hparams(agent_config(config, p), stacked_hparams(config, p))

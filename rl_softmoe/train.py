@@ -158,9 +158,7 @@ def validate(config) -> None:
     raise ConfigError(f'checkpoint_final must be True or False, got {config.checkpoint_final!r}')
   if not isinstance(config.eval_first_game, bool):
     raise ConfigError(f'eval_first_game must be True or False, got {config.eval_first_game!r}')
-  workers = config.eval_host_workers
-  if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-    raise ConfigError(f'eval_host_workers must be an integer >= 0, got {workers!r}')
+  games.check_host_workers(config.env, config.eval_host_workers, 'eval_host_workers')
   if config.env == 'minatar' and config.eval_iterations < games.MIN_EVAL_ITERATIONS:
     raise ConfigError(
       f'eval_iterations must be >= {games.MIN_EVAL_ITERATIONS} so every env ends an episode, got '

@@ -37,6 +37,17 @@ def _check_family(family: str) -> None:
     raise ConfigError(f'config.env must be "minatar" or "atari", got {family!r}')
 
 
+def check_host_workers(family: str, workers: Any, name: str = 'host_workers') -> None:
+  """ConfigError unless `workers` (`atari.AtariEnv`'s host worker processes, named `name` in the message) is an
+  integer >= 0, and 0 outside Atari (MinAtar runs on the device: it has no host emulators)."""
+  if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+    raise ConfigError(f'{name} must be an integer >= 0, got {workers!r}')
+  if workers and family != 'atari':
+    raise ConfigError(
+      f'{name} is for Atari only (config.env={family!r} has no host emulators), got {workers!r}'
+    )
+
+
 def check_games(family: str, games: Sequence[str], reference=None) -> None:
   """ConfigError for an unknown family, an empty or repeated list, an unknown game, or (MinAtar) a game
   `reference` has no entry for; Atari games must be among the 26 of the human/random score tables."""
@@ -68,11 +79,8 @@ def make(family: str, game: str, *, evaluation: bool = False, host_workers: int 
   `host_workers` is `atari.AtariEnv`'s: worker processes for the emulators (0: in this process). MinAtar runs
   on the device, so a nonzero value there is a ConfigError."""
   _check_family(family)
+  check_host_workers(family, host_workers)
   if family == 'minatar':
-    if host_workers != 0:
-      raise ConfigError(
-        f'host_workers is for Atari envs only (MinAtar has no host emulators), got {host_workers!r}'
-      )
     import gymnax
 
     return gymnax.make(game)

@@ -25,7 +25,7 @@ def test_short_name_and_games_check():
 
 
 def test_host_workers_reach_the_atari_env_only():
-  with pytest.raises(ConfigError, match='host_workers is for Atari envs only'):
+  with pytest.raises(ConfigError, match='host_workers is for Atari only'):
     games.make('minatar', 'Breakout-MinAtar', host_workers=2)
   pytest.importorskip('ale_py')
   env, _ = games.make(
