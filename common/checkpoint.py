@@ -10,8 +10,9 @@ arrays to the target's dtype, so a float32 checkpoint restores into a bfloat16 s
 from __future__ import annotations
 
 import os
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
+import jax
 import orbax.checkpoint as ocp
 
 from common.errors import CheckpointMismatchError
@@ -72,12 +73,18 @@ class Checkpointer:
         '--overwrite (which moves the old run aside)'
       ) from None
 
-  def restore_or_init(self, init_state: State) -> tuple[State, int]:
-    """Automatic resume: `(restored, step)` from the latest checkpoint, else `(init_state, 0)`."""
+  def restore_or_init(self, init_state: State | Callable[[], State]) -> tuple[State, int]:
+    """Automatic resume: `(restored, step)` from the latest checkpoint, else `(init_state, 0)`.
+
+    `init_state` may be a function of no arguments that builds the state. Then, when a checkpoint exists,
+    the state is never built: its shapes (`jax.eval_shape`) are the restore target, so a large state (a
+    replay buffer) is not held on the device twice while restoring (rl_softmoe's Atari runs ran out of
+    memory resuming that way). Without a checkpoint the function is called."""
     step = self.latest_step()
     if step is None:
-      return init_state, 0
-    return self.restore(init_state, step), step
+      return (init_state() if callable(init_state) else init_state), 0
+    target = abstract_state(init_state) if callable(init_state) else init_state
+    return self.restore(target, step), step
 
   def wait(self) -> None:
     """Blocks until asynchronous saves are on disk."""
@@ -92,3 +99,16 @@ class Checkpointer:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def abstract_state(init_fn: Callable[[], State]) -> State:
+  """The shapes, dtypes and shardings `init_fn()` would give, without building it (a restore target).
+  Leaves without a sharding (what `jax.eval_shape` gives outside `jit`'s out_shardings) get the default
+  device's."""
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+  def spec(x):
+    sharding = getattr(x, 'sharding', None) or device
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+  return jax.tree.map(spec, jax.eval_shape(init_fn))

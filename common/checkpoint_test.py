@@ -121,6 +121,28 @@ def test_restore_or_init_without_checkpoint(tmp_path):
       ckpt.restore(state)
 
 
+def test_restore_or_init_from_a_function_builds_the_state_only_without_checkpoint(tmp_path):
+  calls = []
+
+  def init():
+    tree = {'state': make_state(seed=1), 'typed': jax.random.key(4), 'bf16': jnp.ones((2,), jnp.bfloat16)}
+    calls.append(isinstance(tree['state'].params['w'], jax.core.Tracer))  # Traced (abstract) or built.
+    return tree
+
+  with checkpoint.Checkpointer(str(tmp_path), every=1) as ckpt:
+    fresh, step = ckpt.restore_or_init(init)
+    assert step == 0 and calls == [False]
+    trained = dict(fresh, state=train_step(train_step(fresh['state'])))
+    ckpt.save(2, trained)
+    restored, step = ckpt.restore_or_init(init)
+  # Restored into init's shapes: on resume init only ran under jax.eval_shape's trace, building nothing.
+  assert step == 2 and calls == [False, True]
+  assert restored['bf16'].dtype == jnp.bfloat16
+  assert restored['state'].params['w'].sharding == jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  np.testing.assert_array_equal(jax.random.key_data(restored['typed']), jax.random.key_data(trained['typed']))
+  assert_trees_equal(restored['state'], trained['state'])
+
+
 @pytest.mark.parametrize(
   'other', [make_state(width=4), {'params': make_state().params}], ids=['shape', 'structure']
 )

@@ -298,14 +298,16 @@ def run_program(config, workdir: str, program: Program, compiled_fn: Callable[[]
   hp = stacked_hparams(config, program)
   n_runs = len(program.settings) * config.num_seeds
   start_time = time.time()
-  init = compiled.init(seed_keys(config, program, 0), hp)
-  num_params = int(sum(x[0].size for x in jax.tree.leaves(init.params)))
+  # Built only when there is no checkpoint to resume (a resume restores into its shapes: the replay
+  # buffers are not held on the device twice).
+  init = functools.partial(compiled.init, seed_keys(config, program, 0), hp)
+  num_params = sum(math.prod(x.shape[1:]) for x in jax.tree.leaves(jax.eval_shape(init).params))
   e = config.num_envs
   every = config.checkpoint_every or program.steps
   run_ids = [s.run_id for s in program.settings]
   train_seconds = 0.0
   with checkpoint.Checkpointer(subdir, every=every, keep=1) as ckpt:
-    state, start = ckpt.restore_or_init(init) if config.checkpoint_every else (init, 0)
+    state, start = ckpt.restore_or_init(init) if config.checkpoint_every else (init(), 0)
     logging.info(
       '%s: %d runs (%d settings x %d seeds), %d parameters each, %s at env step %d',
       program.path,

@@ -17,6 +17,7 @@ the IQM over seeds of the final 10 % of evaluations (acceptance in the config).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -370,7 +371,7 @@ def run_method(config, workdir: str, env: envs_lib.Env, method: str, shared: Opt
     return done
   programs = Programs(config, env, method, shared)
   start_time = time.time()
-  init = programs.init(seed_keys(config))
+  init = functools.partial(programs.init, seed_keys(config))  # Built only when there is no checkpoint.
   with checkpoint.Checkpointer(subdir, every=config.checkpoint_every, keep=1) as ckpt:
     state, start = ckpt.restore_or_init(init)
     state = programs.place(state)

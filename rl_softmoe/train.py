@@ -307,8 +307,10 @@ def run_one(config, workdir: str, game: str, game_index: int, variant: str, prog
   programs = programs_fn()
   hp = stacked_hparams(config)
   start_time = time.time()
-  init = programs.init(seed_keys(config, game_index, 0), hp)
-  num_params = int(sum(x[0].size for x in jax.tree.leaves(init.params)))
+  # Built only when there is no checkpoint to resume (a resume restores into its shapes: the replay
+  # buffers are not held on the device twice).
+  init = functools.partial(programs.init, seed_keys(config, game_index, 0), hp)
+  num_params = sum(math.prod(x.shape[1:]) for x in jax.tree.leaves(jax.eval_shape(init).params))
   e = config.num_envs
   train_seconds = 0.0
   with checkpoint.Checkpointer(subdir, every=config.checkpoint_every, keep=1) as ckpt:
