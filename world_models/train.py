@@ -1,11 +1,12 @@
 """GenRL end to end: data -> VLM -> world model + connector + aligner -> behaviours from prompts -> scores.
 
 Each stage is a sub-run of the workdir with its own checkpoints and metrics (`vlm/`, `wm/`, with
-`wm.connector_finetune_steps > 0` also `wm_connector_ft/`, `behaviour/<method>_<prompt>/`); rerunning the
-same command resumes the unfinished stage and skips finished ones (a behaviour run is finished once its
-`final.json` holds the reward check, which runs before its learning; it also holds `target_frames.png` and
-the rollout strips `rollout.png`/`rollout.gif`, `strips.py`). Every loop is a jitted `lax.scan` in
-chunks; randomness is `fold_in(key, step)` of purpose-named keys, so a resumed run equals an uninterrupted one.
+`wm.connector_finetune_steps > 0` also `wm_connector_ft/`, with the method 'wm_clip' also `wm_clip/` (its
+head, `wm_clip.py`), `behaviour/<method>_<prompt>/`); rerunning the same command resumes the unfinished stage
+and skips finished ones (a behaviour run is finished once its `final.json` holds the reward check, which runs
+before its learning; it also holds `target_frames.png` and the rollout strips `rollout.png`/`rollout.gif`,
+`strips.py`). Every loop is a jitted `lax.scan` in chunks; randomness is `fold_in(key, step)` of purpose-named
+keys, so a resumed run equals an uninterrupted one.
 The jitted functions are cached per config (`_functions`), so a second run in one process compiles nothing.
 """
 
@@ -35,8 +36,9 @@ from world_models import reward as reward_lib
 from world_models import rssm
 from world_models import strips
 from world_models import vlm
+from world_models import wm_clip
 
-METHODS = ('genrl', 'genrl_data_free', 'genrl_no_aligner', 'vlm_reward')
+METHODS = ('genrl', 'genrl_data_free', 'genrl_no_aligner', 'vlm_reward', 'wm_clip')
 
 
 def validate(config) -> None:
@@ -78,6 +80,18 @@ def validate(config) -> None:
     raise ConfigError('checkpoint_every must be a multiple of log_every (checkpoints happen between chunks)')
   if b.horizon < 2:
     raise ConfigError(f'behaviour.horizon={b.horizon} must be >= 2')
+  h = config.wm_clip
+  for name in ('hidden', 'batch_size', 'steps', 'log_every', 'checkpoint_every', 'layers'):
+    value, low = h[name], 0 if name == 'layers' else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise ConfigError(f'wm_clip.{name}={value!r} must be an int >= {low}')
+  if h.steps % h.checkpoint_every or h.checkpoint_every % h.log_every:
+    raise ConfigError(
+      f'wm_clip.checkpoint_every={h.checkpoint_every} must divide wm_clip.steps={h.steps} and be a multiple '
+      f'of wm_clip.log_every={h.log_every}'
+    )
+  if not h.lr > 0:
+    raise ConfigError(f'wm_clip.lr={h.lr} must be > 0')
   bins = b.critic_bins
   if isinstance(bins, bool) or not isinstance(bins, int) or bins < 0 or bins == 1:
     raise ConfigError(f'behaviour.critic_bins={bins!r} must be 0 (scalar critic) or an int >= 2 (two-hot)')
@@ -140,6 +154,16 @@ class ConnectorFinetuneState:
 
 
 @flax.struct.dataclass
+class WMClipState:
+  """The WM-CLIP head's stage after the world model (`wm_clip.py`; the method 'wm_clip')."""
+
+  step: jax.Array
+  rng: jax.Array
+  params: dict
+  opt: optax.OptState
+
+
+@flax.struct.dataclass
 class BehaviourState:
   step: jax.Array
   rng: jax.Array
@@ -173,6 +197,9 @@ class Parts:
     self.actor_tx = _optimizer(b.actor_lr, b.eps, b.clip)
     self.critic_tx = _optimizer(b.critic_lr, b.eps, b.clip)
     self.feat_dim = config.wm.deter + config.wm.stoch * config.wm.classes
+    h = config.wm_clip
+    self.wm_clip_head = wm_clip.EmbeddingHead(h.hidden, h.layers, config.vlm.embed_dim)
+    self.wm_clip_tx = optax.adam(h.lr)
 
 
 def init_world_model_state(parts: Parts, rng) -> WorldModelState:
@@ -192,6 +219,14 @@ def init_world_model_state(parts: Parts, rng) -> WorldModelState:
     conn_opt=parts.conn_tx.init(conn_params),
     align_params=align_params,
     align_opt=parts.align_tx.init(align_params),
+  )
+
+
+def init_wm_clip_state(parts: Parts, rng) -> WMClipState:
+  rng_head, rng_loop = jax.random.split(rng)
+  params = parts.wm_clip_head.init(rng_head, jnp.zeros((1, parts.feat_dim)))['params']
+  return WMClipState(
+    step=jnp.array(0, jnp.int32), rng=rng_loop, params=params, opt=parts.wm_clip_tx.init(params)
   )
 
 
@@ -355,6 +390,43 @@ def connector_kl(parts: Parts, wm_params, conn_params, batch, rng):
   return connector_objective(conn_params, parts, posteriors(parts, wm_params, batch, rng), batch['embeds'])[0]
 
 
+# ----- WM-CLIP head (the paper's model-based baseline; wm_clip.py) --------------------------------------
+
+
+def wm_clip_inputs(parts: Parts, wm_params, vlm_params, batch, rng):
+  """The head's inputs and targets on a time-major replay batch, both detached: the frozen world model's
+  posterior features of steps n - 1 .. T - 1 (T - n + 1, B, F) and the frozen VLM's video embedding of the
+  `vlm.n_frames` frames ending at each of those steps (T - n + 1, B, E)."""
+  n = parts.config.vlm.n_frames
+  feat = rssm.feature(posteriors(parts, wm_params, batch, rng))[n - 1 :]
+  frame_features = vlm.make_model(parts.config).apply(
+    {'params': vlm_params}, batch['frames'], method=lambda m, x: m.frame_encoder(x)
+  )
+  return feat, jax.lax.stop_gradient(wm_clip.window_embeddings(frame_features, n))
+
+
+def wm_clip_objective(head_params, parts: Parts, wm_params, vlm_params, batch, rng):
+  """The head's loss, 1 - cos, on a replay batch (`wm_clip_inputs`)."""
+  feat, targets = wm_clip_inputs(parts, wm_params, vlm_params, batch, rng)
+  return wm_clip.head_loss(parts.wm_clip_head, head_params, feat, targets)
+
+
+def wm_clip_step(state: WMClipState, step, *, parts: Parts, wm_params, vlm_params, data):
+  """One update of the head on a replay batch of `wm_clip.batch_size` sequences of `wm.seq_len` steps; the
+  world model and the VLM are inputs only."""
+  c = parts.config
+  rng = jax.random.fold_in(state.rng, step)
+  rng_batch, rng_obs = jax.random.split(rng)
+  batch = sample_batch(data, rng_batch, c.wm_clip.batch_size, c.wm.seq_len, c.vlm.n_frames)
+  loss, grad = jax.value_and_grad(wm_clip_objective)(
+    state.params, parts, wm_params, vlm_params, batch, rng_obs
+  )
+  updates, opt = parts.wm_clip_tx.update(grad, state.opt, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grad)}
+  return state.replace(step=state.step + 1, params=params, opt=opt), metrics
+
+
 # ----- behaviour ---------------------------------------------------------------------------------------
 
 
@@ -373,8 +445,16 @@ def prompt_target(parts: Parts, wm_params, conn_params, align_params, prompt_emb
 def make_reward_fn(parts: Parts, method, wm_params, vlm_params, target):
   """`reward_fn(states s_1..s_H) -> (H, B)`. GenRL: aligned max-cosine in the decoder's first projection
   against the target latents (H, stoch, classes). VLM-RM baseline: cosine between the frozen VLM's frame
-  embedding of the decoded imagined frame and the prompt's text embedding (target (E,))."""
+  embedding of the decoded imagined frame and the prompt's text embedding (target (E,)). WM-CLIP: cosine
+  between the head's output on the state's feature [deter, stoch] and the prompt's embedding (target
+  {'embed': (E,), 'head': the head's parameters}; `wm_clip.py`)."""
   c = parts.config
+  if method == 'wm_clip':
+
+    def reward_fn(states):
+      return wm_clip.reward(parts.wm_clip_head, target['head'], rssm.feature(states), target['embed'])
+
+    return reward_fn
   if method == 'vlm_reward':
 
     def reward_fn(states):
@@ -491,9 +571,9 @@ def behaviour_step(state: BehaviourState, step, *, parts: Parts, method, wm_stat
 def rollout(parts: Parts, wm_params, actor_params, task, rng, kind, *, keep_first=False):
   """`eval.episodes` real episodes of policy `kind` ('actor', 'random' or 'expert'), frames filtered through
   the world model's posterior; the initial states and random actions depend on `rng` only, so every kind
-  starts from the same states. Returns time-major (rewards r_t = task reward after action t, posterior
-  stoch z_t of the frame of state s_t, task reward of s_t); with `keep_first` also episode 0's rendered
-  frames (L, S, S, 3) and posterior states (L, ...), for the rollout strips."""
+  starts from the same states. Returns time-major (rewards r_t = task reward after action t, posterior state
+  {'deter', 'stoch'} of the frame of state s_t, task reward of s_t); with `keep_first` also episode 0's
+  rendered frames (L, S, S, 3) and posterior states (L, ...), for the rollout strips."""
   c, env = parts.config, parts.env
   episodes, length, size = c.eval.episodes, c.env.episode_length, c.env.image_size
   starts = jax.vmap(env.reset)(jax.random.split(jax.random.fold_in(rng, 0), episodes))
@@ -516,7 +596,7 @@ def rollout(parts: Parts, wm_params, actor_params, task, rng, kind, *, keep_firs
     reward_now = jax.vmap(lambda s: env.task_reward(task, s))(env_state)
     env_state = jax.vmap(env.step)(env_state, action)
     r = jax.vmap(lambda s: env.task_reward(task, s))(env_state)
-    out = (r, wm_state['stoch'], reward_now)
+    out = (r, {'deter': wm_state['deter'], 'stoch': wm_state['stoch']}, reward_now)
     if keep_first:
       out += (frames[0], jax.tree.map(lambda x: x[0], wm_state))
     return (env_state, wm_state, action), out
@@ -574,17 +654,17 @@ def evaluate(parts: Parts, wm_params, actor_params, task, rng):
 
 
 def reward_check(parts: Parts, method, wm_params, vlm_params, target, task, rng):
-  """Is the reward the actor is trained on valid on real trajectories? The scripted-expert and random
-  rollouts of `evaluate` (same `rng`: same starts, same random actions, so the same trajectories), encoded
-  by the world model's posterior, scored per step by `make_reward_fn` (GenRL's aligned max-cosine against
-  the prompt's target latents; the VLM reward for `vlm_reward`). Returns the mean per-step reward on each,
-  the mean per-step task reward of the encoded states, and the Pearson correlation of the two over all
-  steps of both."""
+  """Is the reward the actor is trained on valid on real trajectories? The scripted-expert and random rollouts
+  of `evaluate` (same `rng`: same starts, same random actions, so the same trajectories), encoded by the world
+  model's posterior, scored per step by `make_reward_fn` (GenRL's aligned max-cosine against the prompt's
+  target latents; the VLM reward for `vlm_reward`; the head's cosine for `wm_clip`). Returns the mean per-step
+  reward on each, the mean per-step task reward of the encoded states, and the Pearson correlation of the two
+  over all steps of both."""
   reward_fn = make_reward_fn(parts, method, wm_params, vlm_params, target)
   out, model, true = {}, [], []
   for kind in ('expert', 'random'):
-    rewards, stoch, reward_now = rollout(parts, wm_params, None, task, rng, kind)
-    r = reward_fn({'stoch': stoch})
+    rewards, states, reward_now = rollout(parts, wm_params, None, task, rng, kind)
+    r = reward_fn(states)
     out[f'reward_{kind}'] = jnp.mean(r)
     out[f'task_reward_{kind}'] = jnp.mean(reward_now)
     out[f'{kind}_return'] = jnp.mean(jnp.sum(rewards, 0))
@@ -635,6 +715,12 @@ class Functions:
     )
     self.init_wm = jax.jit(functools.partial(init_world_model_state, parts))
     self.init_behaviour = jax.jit(functools.partial(init_behaviour_state, parts))
+    self.init_wm_clip = jax.jit(functools.partial(init_wm_clip_state, parts))
+    self.wm_clip_loss = jax.jit(
+      lambda head, wm_params, vlm_params, batch, rng: wm_clip_objective(
+        head, parts, wm_params, vlm_params, batch, rng
+      )
+    )
     self.embed_text = jax.jit(functools.partial(vlm.embed_text, c))
     self.embed_video = jax.jit(functools.partial(vlm.embed_video, c))
     self.video_prompt = jax.jit(functools.partial(video_prompt_frames, c))
@@ -668,7 +754,16 @@ class Functions:
       state, per_step = jax.lax.scan(lambda s, _: step(s, s.step), state, None, length=length)
       return state, jax.tree.map(jnp.mean, per_step)
 
+    @functools.partial(jax.jit, static_argnums=4)
+    def wm_clip_chunk(state, wm_params, vlm_params, data, length):
+      step = functools.partial(
+        wm_clip_step, parts=parts, wm_params=wm_params, vlm_params=vlm_params, data=data
+      )
+      state, per_step = jax.lax.scan(lambda s, _: step(s, s.step), state, None, length=length)
+      return state, jax.tree.map(jnp.mean, per_step)
+
     self.wm_chunk = wm_chunk
+    self.wm_clip_chunk = wm_clip_chunk
     self.conn_ft_chunk = conn_ft_chunk
     self.behaviour_chunk = behaviour_chunk
 
@@ -762,6 +857,24 @@ def train_connector_finetune(fns: Functions, config, workdir, wm_state: WorldMod
   return wm_state.replace(conn_params=state.conn_params, conn_opt=state.conn_opt)
 
 
+def train_wm_clip(fns: Functions, config, workdir, wm_state: WorldModelState, vlm_params, data, rng):
+  """The WM-CLIP head (`wm_clip.py`), trained on the final, frozen world model and the frozen VLM for
+  `wm_clip.steps` steps: sub-run `wm_clip/` with its own checkpoints and metrics (`train/wm_clip/{loss,
+  grad_norm}`); a rerun resumes it or, once done, restores it. Returns the head's parameters, which every
+  prompt's 'wm_clip' behaviour reuses."""
+  h = config.wm_clip
+  sub = os.path.join(workdir, 'wm_clip')
+  with checkpoint.Checkpointer(sub, every=h.checkpoint_every, keep=2) as ckpt:
+    state, start = ckpt.restore_or_init(fns.init_wm_clip(rng))
+    state = _commit(state)
+    with metrics_lib.MetricWriter(sub, resume_step=start) as writer:
+      for begin, end in metrics_lib.chunks(h.steps, h.log_every, start=start, desc='WM-CLIP head'):
+        state, chunk_metrics = fns.wm_clip_chunk(state, wm_state.wm_params, vlm_params, data, end - begin)
+        writer.write(end, {'train': {'wm_clip': chunk_metrics}})
+        ckpt.save(end, state, force=end == h.steps)
+  return state.params
+
+
 def video_prompt_frames(config, task, rng):
   """A video prompt for task `task`: the scripted expert reaching and holding the task's pose from a random
   start, the last `n_frames` frames drawn in the VLM's appearance (a demonstration by a differently coloured
@@ -789,8 +902,11 @@ def save_rollout_strips(config, sub, rows, target_frames):
   strips.save_rollout(sub, ordered, scale=s.scale, frame_ms=s.frame_ms)
 
 
-def train_behaviour(fns: Functions, config, workdir, method, prompt, wm_state, vlm_params, data, rng):
-  """One actor-critic for (method, prompt); returns its evaluation (cached in final.json)."""
+def train_behaviour(
+  fns: Functions, config, workdir, method, prompt, wm_state, vlm_params, data, rng, wm_clip_params=None
+):
+  """One actor-critic for (method, prompt); returns its evaluation (cached in final.json). 'wm_clip' needs the
+  head's parameters `wm_clip_params` (`train_wm_clip`)."""
   b = config.behaviour
   sub = os.path.join(workdir, 'behaviour', _run_name(config, method, prompt))
   final = results.read_json(os.path.join(sub, 'final.json'))
@@ -811,7 +927,9 @@ def train_behaviour(fns: Functions, config, workdir, method, prompt, wm_state, v
   latents = fns.target(
     wm_state.wm_params, wm_state.conn_params, wm_state.align_params, prompt_embed, use_aligner
   )
-  target = prompt_embed if method == 'vlm_reward' else latents
+  target = {'vlm_reward': prompt_embed, 'wm_clip': {'embed': prompt_embed, 'head': wm_clip_params}}.get(
+    method, latents
+  )
   # Before learning: the reward on the expert's and random real trajectories of the evaluation below (same
   # key). Cached in reward_check.json; a final.json written before this check existed gets it added.
   check_path = os.path.join(sub, 'reward_check.json')
@@ -821,7 +939,7 @@ def train_behaviour(fns: Functions, config, workdir, method, prompt, wm_state, v
       method, wm_state.wm_params, vlm_params, target, jnp.int32(task), jax.random.fold_in(rng, 1000)
     )
     check = {k: _finite_or_none(v) for k, v in jax.device_get(check).items()}
-    check['reward'] = 'vlm_reward' if method == 'vlm_reward' else 'genrl'
+    check['reward'] = method if method in ('vlm_reward', 'wm_clip') else 'genrl'
     results.write_json(check_path, check)
   if final is not None:
     final['reward_check'] = check
@@ -999,6 +1117,17 @@ def acceptance_claims(config, scores) -> list[results.Claim]:
         threshold=a.min_margin,
       )
     )
+  if 'genrl' in scores and 'wm_clip' in scores:
+    # Reported beside G2 (ours, 2026-11-28): the paper's own model-based baseline, whose reward reads the
+    # latent through a learned head instead of decoding frames and running the VLM on them.
+    claims.append(
+      results.Claim.at_least(
+        'G2b GenRL minus WM-CLIP (latent -> VLM-embedding head), mean normalised score',
+        paper='GenRL > WM-CLIP',
+        measured=mean['genrl'] - mean['wm_clip'],
+        threshold=a.min_margin,
+      )
+    )
   if 'genrl' in scores and 'genrl_data_free' in scores:
     # A ratio is meaningless when the data-based mean is not clearly positive: then the claim fails.
     ratio = mean['genrl_data_free'] / mean['genrl'] if mean['genrl'] > 0.05 else None
@@ -1021,7 +1150,7 @@ def train_and_evaluate(config, workdir: str):
   fns = functions(config)
   rng = jax.random.PRNGKey(config.seed)
   rng_data, rng_vlm, rng_wm, rng_behaviour, rng_check = (jax.random.fold_in(rng, i) for i in range(5))
-  rng_conn_ft = jax.random.fold_in(rng, 5)
+  rng_conn_ft, rng_wm_clip = jax.random.fold_in(rng, 5), jax.random.fold_in(rng, 6)
   data = fns.collect(rng_data)
   data = _commit({'frames': data['frames'], 'actions': data['actions']})
   vlm_params, vlm_losses = train_vlm(fns, config, workdir, rng_vlm)
@@ -1036,12 +1165,14 @@ def train_and_evaluate(config, workdir: str):
   )
   wm_state = train_world_model(fns, config, workdir, data, rng_wm)
   wm_state = train_connector_finetune(fns, config, workdir, wm_state, data, rng_conn_ft)
+  use_wm_clip = 'wm_clip' in config.behaviour.methods
+  head = train_wm_clip(fns, config, workdir, wm_state, vlm_params, data, rng_wm_clip) if use_wm_clip else None
   scores = {}
   for method in config.behaviour.methods:
     scores[method] = {}
     for prompt in config.behaviour.prompts:
       scores[method][prompt] = train_behaviour(
-        fns, config, workdir, method, prompt, wm_state, vlm_params, data, rng_behaviour
+        fns, config, workdir, method, prompt, wm_state, vlm_params, data, rng_behaviour, head
       )
   checks = crafted_checks(fns, wm_state, data, rng_check)
   rows = metrics_lib.read_metrics(os.path.join(workdir, 'wm'))
@@ -1056,6 +1187,15 @@ def train_and_evaluate(config, workdir: str):
     'world model': ([r['step'] for r in rows], [r['train/wm/loss'] for r in rows]),
     'connector KL': ([r['step'] for r in rows], [r['train/connector/kl'] for r in rows]),
   }
+  wm_clip_loss = None
+  if use_wm_clip:
+    head_rows = metrics_lib.read_metrics(os.path.join(workdir, 'wm_clip'))
+    finite = finite and _train_rows_finite(head_rows)
+    wm_clip_loss = [head_rows[0]['train/wm_clip/loss'], head_rows[-1]['train/wm_clip/loss']]
+    curves['WM-CLIP head, 1 - cos'] = (  # Plotted after the world-model steps.
+      [config.wm.steps + r['step'] for r in head_rows],
+      [r['train/wm_clip/loss'] for r in head_rows],
+    )
   ft_kl = None
   if config.wm.connector_finetune_steps:
     ft_rows = metrics_lib.read_metrics(os.path.join(workdir, 'wm_connector_ft'))
@@ -1124,6 +1264,7 @@ def train_and_evaluate(config, workdir: str):
     'reward_check': {m: {p: s['reward_check'] for p, s in ps.items()} for m, ps in scores.items()},
     'connector_finetune_steps': config.wm.connector_finetune_steps,
     'connector_ft_kl_first_last': ft_kl,
+    'wm_clip_loss_first_last': wm_clip_loss,
     'vlm_caption_accuracy': accuracy,
     'vlm_final_loss': None if vlm_losses is None else float(vlm_losses[-1]),
     'wm_loss_first_last': [first, last],

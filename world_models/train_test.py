@@ -1,7 +1,9 @@
-"""End to end on a tiny smoke config: results.json, finite metrics, the crafted checks, the reward check;
-resume equals an uninterrupted run; the connector fine-tune stage (on fake data, no VLM) leaves the world
-model bit-identical, lowers the connector KL and is skipped once done; bad configs are one-line
-ConfigErrors. One compile of each function (cached per config)."""
+"""End to end on a tiny smoke config with GenRL and WM-CLIP: results.json, finite metrics, the crafted checks,
+the reward check; resume equals an uninterrupted run; the connector fine-tune stage (on fake data, no VLM)
+leaves the world model bit-identical, lowers the connector KL and is skipped once done; the WM-CLIP head's
+stage (on fake data) lowers its loss, sends no gradient into the world model or the VLM, and resumes; its
+reward is the cosine of the head's output with the prompt; bad configs are one-line ConfigErrors. One
+compile of each function (cached per config)."""
 
 import json
 import os
@@ -10,6 +12,7 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from common import metrics
@@ -26,7 +29,8 @@ def tiny_config():
   c.data.num_envs = 8
   c.vlm.steps = 4
   c.wm.update(steps=4, log_every=2, checkpoint_every=2)
-  c.behaviour.update(steps=2, log_every=1, checkpoint_every=1)
+  c.behaviour.update(steps=2, log_every=1, checkpoint_every=1, methods=('genrl', 'wm_clip'))
+  c.wm_clip.update(steps=4, log_every=2, checkpoint_every=2)
   c.eval.episodes = 2
   return c
 
@@ -60,6 +64,30 @@ def test_end_to_end_writes_results(run):
   accuracy = results.read_json(os.path.join(run, 'vlm', 'caption_accuracy.json'))
   assert accuracy == data['extra']['vlm_caption_accuracy']
   assert set(accuracy) == {'VLM_LOOK', 'AGENT_LOOK'}
+
+
+def test_wm_clip_end_to_end(run):
+  """The WM-CLIP method: its head's stage, then its behaviour's final.json and reward check."""
+  data = results.read_results(os.path.join(run, 'results.json'))
+  rows = _rows(os.path.join(run, 'wm_clip'))
+  assert [r['step'] for r in rows] == [2, 4]
+  assert all(np.isfinite(r['train/wm_clip/loss']) for r in rows)
+  assert data['extra']['wm_clip_loss_first_last'] == [
+    rows[0]['train/wm_clip/loss'],
+    rows[-1]['train/wm_clip/loss'],
+  ]
+  final = results.read_json(os.path.join(run, 'behaviour', 'wm_clip_arm_pointing_up', 'final.json'))
+  assert final is not None and np.isfinite(final['normalised_score'])
+  assert (
+    data['extra']['scores']['wm_clip']['arm pointing up']['normalised_score'] == final['normalised_score']
+  )
+  check = final['reward_check']
+  assert (
+    check['reward'] == 'wm_clip' and -1 <= check['reward_expert'] <= 1 and -1 <= check['correlation'] <= 1
+  )
+  # The same evaluation episodes as GenRL's: the same expert and random returns.
+  genrl = data['extra']['scores']['genrl']['arm pointing up']
+  assert final['expert_return'] == genrl['expert_return'] and final['random_return'] == genrl['random_return']
 
 
 def test_rollout_strips_written(run):
@@ -124,17 +152,22 @@ def test_resume_equals_uninterrupted(run):
   behaviour_dir = os.path.join(run, 'behaviour', 'genrl_arm_pointing_up')
   with open(os.path.join(behaviour_dir, 'final.json')) as f:
     final = json.load(f)
-  # Interrupt: the world model lost its last checkpoint, the behaviour run lost its last one and its result.
+  head_rows = _rows(os.path.join(run, 'wm_clip'))
+  # Interrupt: the world model and the WM-CLIP head lost their last checkpoint, the behaviour run lost its
+  # last one and its result.
   shutil.rmtree(os.path.join(run, 'wm', 'checkpoints', '4'))
+  shutil.rmtree(os.path.join(run, 'wm_clip', 'checkpoints', '4'))
   shutil.rmtree(os.path.join(behaviour_dir, 'checkpoints', '2'))
   os.remove(os.path.join(behaviour_dir, 'final.json'))
   train.train_and_evaluate(tiny_config(), run)
   assert _rows(os.path.join(run, 'wm')) == wm_rows
+  assert _rows(os.path.join(run, 'wm_clip')) == head_rows
   with open(os.path.join(behaviour_dir, 'final.json')) as f:
     assert json.load(f) == final
-  # Restored (committed) and initialised states share one signature: each chunk compiled once.
+  # Restored (committed) and initialised states share one signature: each chunk compiled once (per method).
   fns = train.functions(tiny_config())
-  assert fns.wm_chunk._cache_size() == 1 and fns.behaviour_chunk._cache_size() == 1
+  assert fns.wm_chunk._cache_size() == 1 and fns.wm_clip_chunk._cache_size() == 1
+  assert fns.behaviour_chunk._cache_size() == len(tiny_config().behaviour.methods)
 
 
 def test_video_prompt_frames_fit_the_vlm():
@@ -187,6 +220,65 @@ def test_connector_finetune_stage(tmp_path):
   assert _rows(os.path.join(workdir, 'wm_connector_ft')) == rows
   assert fns.conn_ft_chunk._cache_size() == 1
   assert train._run_name(c, 'genrl', 'arm pointing up') == 'genrl_arm_pointing_up_cft6'
+
+
+def test_wm_clip_stage(tmp_path):
+  """The head's stage on fake data: lowers its loss on a fixed batch, no gradient into the world model or the
+  VLM, skipped once done, resumes to the uninterrupted result with one compile."""
+  c = tiny_config()
+  c.wm_clip.steps = 12
+  train.validate(c)
+  # The jitted functions do not read wm_clip.steps: share those of the end-to-end run's config.
+  fns = train.functions(tiny_config())
+  rng = jax.random.PRNGKey(0)
+  data = train._commit(_fake_data(c, rng))
+  wm_state = train._commit(fns.init_wm(jax.random.fold_in(rng, 1)))
+  vlm_params = train._commit(fns.vlm_init(jax.random.fold_in(rng, 4)))
+  batch = train.sample_batch(data, jax.random.fold_in(rng, 2), 4, c.wm.seq_len, c.vlm.n_frames)
+  init = fns.init_wm_clip(jax.random.fold_in(rng, 3)).params
+  before = float(fns.wm_clip_loss(init, wm_state.wm_params, vlm_params, batch, rng))
+  workdir = str(tmp_path)
+  head = train.train_wm_clip(fns, c, workdir, wm_state, vlm_params, data, jax.random.fold_in(rng, 3))
+  after = float(fns.wm_clip_loss(head, wm_state.wm_params, vlm_params, batch, rng))
+  assert after < before
+  # The world model and the VLM are frozen inputs: the head's loss sends them no gradient at all.
+  grad_wm, grad_vlm = jax.grad(fns.wm_clip_loss, argnums=(1, 2))(
+    head, wm_state.wm_params, vlm_params, batch, rng
+  )
+  assert float(optax.tree.norm(grad_wm)) == 0.0 and float(optax.tree.norm(grad_vlm)) == 0.0
+  rows = _rows(os.path.join(workdir, 'wm_clip'))
+  assert [r['step'] for r in rows] == list(range(2, 13, 2))
+  assert rows[-1]['train/wm_clip/loss'] < rows[0]['train/wm_clip/loss']
+  # Done: a rerun restores it and trains nothing.
+  again = train.train_wm_clip(fns, c, workdir, wm_state, vlm_params, data, jax.random.fold_in(rng, 3))
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, again, head)))
+  assert _rows(os.path.join(workdir, 'wm_clip')) == rows
+  # Interrupted after step 10: the resumed stage equals the uninterrupted one.
+  shutil.rmtree(os.path.join(workdir, 'wm_clip', 'checkpoints', '12'))
+  resumed = train.train_wm_clip(fns, c, workdir, wm_state, vlm_params, data, jax.random.fold_in(rng, 3))
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, resumed, head)))
+  assert _rows(os.path.join(workdir, 'wm_clip')) == rows
+  assert fns.wm_clip_chunk._cache_size() == 1
+
+
+def test_wm_clip_reward_is_the_cosine_of_the_head_with_the_prompt():
+  """make_reward_fn('wm_clip') on states = cos(head([deter, flattened stoch]), prompt), computed in NumPy."""
+  c = tiny_config()
+  parts = train.functions(c).parts
+  rng = jax.random.PRNGKey(5)
+  h, b = c.behaviour.horizon, 3
+  deter = jax.random.normal(rng, (h, b, c.wm.deter))
+  stoch = jax.nn.one_hot(jax.random.randint(rng, (h, b, c.wm.stoch), 0, c.wm.classes), c.wm.classes)
+  head = parts.wm_clip_head.init(rng, jnp.zeros((1, parts.feat_dim)))['params']
+  prompt = vlm.normalize(jax.random.normal(jax.random.fold_in(rng, 1), (c.vlm.embed_dim,)))
+  reward_fn = train.make_reward_fn(parts, 'wm_clip', None, None, {'embed': prompt, 'head': head})
+  got = np.asarray(reward_fn({'deter': deter, 'stoch': stoch}))
+  feat = np.concatenate([np.asarray(deter), np.asarray(stoch).reshape(h, b, -1)], -1)
+  pred = np.asarray(parts.wm_clip_head.apply({'params': head}, feat))
+  p = np.asarray(prompt)
+  expected = pred @ p / (np.linalg.norm(pred, axis=-1) * np.linalg.norm(p))
+  assert got.shape == (h, b)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def tiny_stickman_config():
@@ -252,6 +344,11 @@ def test_stickman_end_to_end(tmp_path):
     ('connector.kl_direction', 'forward', 'is not one of'),
     ('behaviour.critic_bins', 1, r'must be 0 \(scalar critic\) or an int >= 2'),
     ('behaviour.critic_bins', -255, r'must be 0 \(scalar critic\) or an int >= 2'),
+    ('wm_clip.steps', 25, r'wm_clip.checkpoint_every=10 must divide wm_clip.steps=25'),
+    ('wm_clip.log_every', 3, r'be a multiple of wm_clip.log_every=3'),
+    ('wm_clip.layers', -1, r'wm_clip.layers=-1 must be an int >= 0'),
+    ('wm_clip.hidden', 0, r'wm_clip.hidden=0 must be an int >= 1'),
+    ('wm_clip.lr', 0.0, r'wm_clip.lr=0.0 must be > 0'),
   ],
 )
 def test_bad_config_is_one_line_config_error(key, value, match):
@@ -281,3 +378,18 @@ def test_vlm_transfer_claim_reads_agent_look_accuracy_against_its_threshold():
   low = train.vlm_transfer_claim(config, {'AGENT_LOOK': 0.11, 'VLM_LOOK': 0.9})
   high = train.vlm_transfer_claim(config, {'AGENT_LOOK': 0.69, 'VLM_LOOK': 0.75})
   assert not low.passed and high.passed and high.measured == 0.69
+
+
+def test_g2b_compares_genrl_with_wm_clip_only_when_both_ran():
+  config = default.get_config('smoke')
+  prompts = config.behaviour.prompts
+
+  def scores(**means):
+    return {m: {p: {'normalised_score': v, 'target_rank': 0} for p in prompts} for m, v in means.items()}
+
+  claims = {c.name[:3]: c for c in train.acceptance_claims(config, scores(genrl=0.8, wm_clip=0.6))}
+  assert claims['G2b'].measured == pytest.approx(0.2) and claims['G2b'].passed
+  assert 'G2 ' not in claims  # No VLM-reward baseline ran: G2 is not claimed.
+  claims = {c.name[:3]: c for c in train.acceptance_claims(config, scores(genrl=0.7, wm_clip=0.75))}
+  assert not claims['G2b'].passed
+  assert all(not c.name.startswith('G2b') for c in train.acceptance_claims(config, scores(genrl=0.8)))

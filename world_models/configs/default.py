@@ -91,10 +91,27 @@ def get_config(arg=None):
   # trained before 2026-11-28 (the partial gpu run's rows in the README).
   c.connector = ml_collections.ConfigDict({'kl_free': 0.0, 'lr': 1e-4, 'kl_direction': 'connector_first'})
   c.aligner = ml_collections.ConfigDict({'hidden': 32, 'noise': 0.5, 'lr': 1e-3})
+  # WM-CLIP, the paper's model-based baseline (method 'wm_clip', world_models/wm_clip.py): an MLP head
+  # (`layers` Linear-LN-SiLU of `hidden`, then Linear) from the world model's feature [deter, stoch] to the
+  # VLM's embedding space, trained by 1 - cos against the frozen VLM's embedding of the vlm.n_frames frames
+  # ending at each step, after the world model and with it frozen (stage `wm_clip/`, `batch_size` replay
+  # sequences of wm.seq_len steps, `steps` Adam steps); trained only when 'wm_clip' is in behaviour.methods.
+  c.wm_clip = ml_collections.ConfigDict(
+    {
+      'hidden': 512,
+      'layers': 2,
+      'lr': 3e-4,
+      'batch_size': 16,
+      'steps': 3000,
+      'log_every': 500,
+      'checkpoint_every': 1500,
+    }
+  )
   c.behaviour = ml_collections.ConfigDict(
     {
       'prompts': ('arm pointing up', 'arm pointing left', 'arm pointing down', 'arm folded'),
-      # genrl | genrl_data_free | genrl_no_aligner | vlm_reward (VLM-RM baseline on decoded frames).
+      # genrl | genrl_data_free | genrl_no_aligner | vlm_reward (VLM-RM baseline on decoded frames) | wm_clip
+      # (the paper's WM-CLIP baseline: cosine of a learned latent -> VLM-embedding head with the prompt).
       'methods': ('genrl',),
       # text: the prompt's text embedding; video: the VLM embedding of a scripted demonstration of the prompt
       # drawn in the VLM's appearance (GenRL's video prompts).
@@ -153,6 +170,7 @@ def get_config(arg=None):
     c.wm.update(steps=30, log_every=10, checkpoint_every=10)
     c.connector.lr = 1e-3
     c.aligner.update(hidden=8, lr=3e-3)
+    c.wm_clip.update(hidden=32, layers=1, lr=3e-3, batch_size=8, steps=30, log_every=10, checkpoint_every=10)
     c.behaviour.update(prompts=('arm pointing up',), hidden=32, layers=1, horizon=12, batch_size=2)
     c.behaviour.update(data_free_batch=16, steps=10, actor_lr=1e-3, critic_lr=1e-3, slow_critic_every=5)
     c.behaviour.update(log_every=5, checkpoint_every=5)

@@ -2,6 +2,11 @@
 
     python -m world_models.main --config=world_models/configs/gpu.py --workdir=runs/gpu/world_models
     python -m world_models.main --config=world_models/configs/gpu.py:methods=genrl+vlm_reward --workdir=runs/gpu/wm_two
+    python -m world_models.main --config=world_models/configs/gpu.py:methods=genrl+wm_clip \
+        --workdir=runs/gpu/wm_clip
+    # Every method with WM-CLIP, side by side on 4 GPUs (8 parts, two per GPU):
+    METHODS='genrl vlm_reward genrl_data_free genrl_no_aligner wm_clip' SPLIT=vlm_reward GPUS='0 1 2 3' \
+        bash world_models/tools/parallel_methods.sh world_models/configs/gpu.py runs/gpu/wmp
     python -m world_models.main --config=world_models/configs/gpu.py:modality=video --workdir=runs/gpu/wm_video
     python -m world_models.main --config=world_models/configs/gpu.py:stickman --workdir=runs/gpu/wm_stickman
     python -m world_models.main \
@@ -18,12 +23,20 @@ connector and aligner, then per prompt and method an actor-critic for 3000 steps
 evaluation episodes per prompt. Methods: GenRL with data, data-free GenRL, GenRL without the aligner
 (ablation, reported only; with `modality=video` the prompts are demonstrations, where the research note
 expects the aligner to matter less), and the VLM-RM-style baseline (reward = cosine of the frozen VLM's embedding of
-the decoded imagined frame with the prompt's text embedding) in the same world model.
+the decoded imagined frame with the prompt's text embedding) in the same world model. A fifth method,
+`wm_clip` (WM-CLIP, the paper's model-based baseline, `world_models/wm_clip.py`: a head from the world model's
+latent to the VLM's embedding space, trained after the world model for 3000 steps, reward = cosine of its
+output with the prompt's embedding), is not in the default list: the complete plan already took 27 of a
+session's 30 device minutes on 4 GPUs, and WM-CLIP's GPU cost is not measured yet (its reward is one MLP, so
+its behaviours should learn at about GenRL's speed; its head's stage runs the frozen world model's posterior
+and the VLM's frame encoder on 16 x 64 replay batches). Add it with `:methods=...+wm_clip` or METHODS (above).
 
 Acceptance (fixed here before any run; normalised score = (return - random) / (expert - random) over 16
 episodes, random and scripted-expert returns from the same initial states):
   G1 normalised score >= 0.6 on >= 3 of the 4 prompts with data;
   G2 GenRL's mean normalised score exceeds the VLM-reward baseline's by >= 0.1;
+  G2b (reported when `wm_clip` runs; added 2026-11-28 after G2 failed, not in the original plan) GenRL's mean
+      exceeds WM-CLIP's, the paper's own model-based baseline, by >= 0.1 (G2's margin);
   G3 data-free mean >= 0.8 x data-based mean;
   G4 the frames decoded from each prompt's target latents rank that prompt top-2 of 4 under the VLM.
   V0 (a precondition, ours since 2026-11-28) the VLM's caption accuracy on clips in the agent's look, which it

@@ -12,6 +12,9 @@
 # finished stage and behaviour back and writes the claims and results.json. The data is regenerated
 # identically from the seed in every process. Rerun the same command to resume (each part resumes).
 # `main` runs the methods one after another in one process; this is the same science in less wall-clock.
+# 'wm_clip' (WM-CLIP, not in the default METHODS) trains its head (`wm_clip/`) in its own part after the
+# copied world model, and the gathering run takes that stage from it; leave it out of SPLIT (each of its
+# prompt parts would train the same head again).
 #   [METHODS='genrl vlm_reward genrl_data_free genrl_no_aligner'] [SPLIT='vlm_reward'] [GPUS='0 1 2 3'] \
 #     bash world_models/tools/parallel_methods.sh CONFIG WORKDIR [FLAGS...]
 # SPLIT uses the prompts of CONFIG (a `behaviour.prompts` flag would be ignored, so it is refused).
@@ -83,6 +86,10 @@ done
 for stage in vlm wm wm_connector_ft; do
   src="$workdir/parts/$first/$stage"
   [ -d "$src" ] && [ ! -d "$workdir/all/$stage" ] && cp -r "$src" "$workdir/all/"
+done
+for part in "${names[@]}"; do  # The WM-CLIP head, from the first part that trained it.
+  src="$workdir/parts/$part/wm_clip"
+  [ -d "$src" ] && [ ! -d "$workdir/all/wm_clip" ] && cp -r "$src" "$workdir/all/"
 done
 list=$(printf "'%s'," "${methods[@]}")
 python3 -m world_models.main --config="$config" "--config.behaviour.methods=(${list})" "$@" --workdir="$workdir/all"
