@@ -19,6 +19,10 @@ of the static game's brute-force optimum).
 'fixed' (ours, a diagnostic) pays every factory a constant bonus per unit from B, `config.fixed_bonus[i]` (one
 value of `bonus_levels` per factory), and does not learn: whether any such scheme buys the claimed gain from
 these learners separates what incentives can do in this chain from what our manager learns.
+'lio' (issue #9's stronger baseline, `lio.py`): a LIO-style manager whose incentive is a continuous,
+deterministic function of the global state (a bonus in [0, `lio_max_bonus`] per factory per unit from B,
+seen by the factory as one input column), learnt by differentiating its reward through one simulated
+policy-gradient step of the factories instead of by PPO.
 Both learn with PPO-clipped losses on GAE advantages (`common.ppo`); the manager's step is applied every
 `manager_every` updates (slower timescale). The manager's bonus and signal are independent categorical
 heads of one MLP; its log-probability is their sum.
@@ -37,9 +41,10 @@ import optax
 from common import nn as common_nn
 from common import ppo
 from common.errors import ConfigError
+from mediator import lio
 from mediator import static_train
 
-SEQUENTIAL_MANAGERS = ('none', 'incentives', 'signal', 'both', 'team', 'fixed')
+SEQUENTIAL_MANAGERS = ('none', 'incentives', 'signal', 'both', 'team', 'fixed', lio.NAME)
 
 
 @flax.struct.dataclass
@@ -53,12 +58,12 @@ class SeqState:
 
 
 class Batch(NamedTuple):
-  x: jax.Array  # [T, E, N, obs + levels (+ signals)]: factory inputs
+  x: jax.Array  # [T, E, N, obs + levels (+ signals)]: factory inputs ('lio': obs + 1, the bonus / max)
   actions: jax.Array  # [T, E, N]
   logp: jax.Array  # [T, E, N]
   reward: jax.Array  # [T, E, N]: raw + payout
   gs: jax.Array  # [T, E, G]: global state
-  bonus: jax.Array  # [T, E, N]: bonus level indices
+  bonus: jax.Array  # [T, E, N]: bonus level indices (0 with 'lio', whose bonus is continuous)
   signal: jax.Array  # [T, E, N]: recommended units from A (0 without a signal)
   m_logp: jax.Array  # [T, E]
   m_reward: jax.Array  # [T, E]
@@ -71,7 +76,7 @@ def check_manager(manager: str) -> tuple[bool, bool]:
     raise ConfigError(
       f"manager '{manager}' is not available in the supply chain (valid: {', '.join(SEQUENTIAL_MANAGERS)})"
     )
-  return manager in ('incentives', 'both', 'fixed'), manager in ('signal', 'both')
+  return manager in ('incentives', 'both', 'fixed', lio.NAME), manager in ('signal', 'both')
 
 
 def fixed_bonus_indices(config, chain) -> jax.Array:
@@ -94,20 +99,26 @@ def make_sequential(config, chain, manager: str):
   pays, signals = check_manager(manager)
   team = manager == 'team'
   fixed = manager == 'fixed'
+  differentiable = manager == lio.NAME  # A deterministic incentive function learnt through the factories.
+  if differentiable:
+    lio.check_config(config)
   learns = (pays or signals) and not fixed  # Whether a manager policy acts and learns.
   fixed_idx = fixed_bonus_indices(config, chain) if fixed else None
   n, levels = chain.num_factories, len(chain.bonus_levels)
   sig = num_signals(chain) if signals else 0  # No signal columns without a signal: 'incentives' unchanged.
+  bonus_cols = 1 if differentiable else levels  # 'lio': the bonus value / lio_max_bonus; else a one-hot.
   bonus_values = jnp.asarray(chain.bonus_levels, jnp.float32)
   hidden = (config.hidden, config.hidden)
   f_actor = common_nn.MLP(hidden + (chain.num_actions,))
   f_critic = common_nn.MLP(hidden + (1,))
   m_bonus = 0 if signals and not pays else n * levels  # 'none' keeps its (unused) bonus head, as before.
+  if differentiable:
+    m_bonus = n  # f_η(s): one logit per factory, b = lio_max_bonus · sigmoid.
   m_actor = common_nn.MLP(hidden + (m_bonus + n * sig,))
   m_critic = common_nn.MLP(hidden + (1,))
   factory_tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.factory_lr))
   manager_tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.manager_lr))
-  x_dim, g_dim = chain.obs_dim + levels + sig, chain.global_state_dim
+  x_dim, g_dim = chain.obs_dim + bonus_cols + sig, chain.global_state_dim
 
   def manager_heads(out):
     """Manager MLP output [..., m_bonus + N·sig] -> (bonus logits [..., N, L], signal logits [..., N, sig])."""
@@ -118,9 +129,13 @@ def make_sequential(config, chain, manager: str):
   def head_logp(logits, idx):
     return ppo.categorical_logp(logits, idx).sum(-1)
 
-  def factory_input(obs, bonus, signal):
-    """[..., N, x_dim]: each factory's observation, its bonus one-hot and (with a signal) its own signal."""
-    parts = [obs, jax.nn.one_hot(bonus, levels)]
+  def factory_input(obs, bonus, bonus_value, signal):
+    """[..., N, x_dim]: each factory's observation, its bonus (one-hot level; 'lio': value / max) and
+    (with a signal) its own signal."""
+    if differentiable:
+      parts = [obs, bonus_value[..., None] / config.lio_max_bonus]
+    else:
+      parts = [obs, jax.nn.one_hot(bonus, levels)]
     if signals:
       parts.append(jax.nn.one_hot(signal, sig))
     return jnp.concatenate(parts, -1)
@@ -157,6 +172,8 @@ def make_sequential(config, chain, manager: str):
       m_logp = jnp.zeros((num_envs,))
       if fixed:
         bonus = jnp.broadcast_to(fixed_idx, (num_envs, n))
+      elif differentiable:
+        bonus_value = lio.incentive(m_actor.apply, state.manager['actor'], gs, config.lio_max_bonus)
       elif pays or signals:
         b_logits, s_logits = manager_heads(m_actor.apply(state.manager['actor'], gs))
         if pays:
@@ -165,12 +182,14 @@ def make_sequential(config, chain, manager: str):
         if signals:
           signal = jax.random.categorical(jax.random.fold_in(k_bonus, 1), s_logits)
           m_logp = m_logp + head_logp(s_logits, signal)
-      x = factory_input(jax.vmap(chain.observe)(env), bonus, signal)
+      if not differentiable:
+        bonus_value = bonus_values[bonus]
+      x = factory_input(jax.vmap(chain.observe)(env), bonus, bonus_value, signal)
       logits = f_actor.apply(state.factory['actor'], x)
       actions = jax.random.categorical(k_act, logits)
       logp = ppo.categorical_logp(logits, actions)
       env, raw, info = jax.vmap(chain.step)(env, actions, jax.random.split(k_env, num_envs))
-      rew = jax.vmap(lambda r, i, b: chain.rewards(r, i, b, config.kappa))(raw, info, bonus_values[bonus])
+      rew = jax.vmap(lambda r, i, b: chain.rewards(r, i, b, config.kappa))(raw, info, bonus_value)
       stats = {
         'raw': raw.sum(-1),
         'agents': rew['agents'].sum(-1),
@@ -184,7 +203,7 @@ def make_sequential(config, chain, manager: str):
       if signals:  # Factories whose units from A equal their recommendation.
         stats['followed'] = (info['units_a'] == signal).astype(jnp.float32).mean(-1)
       if pays:  # The bonus offered per unit from B (mean over factories), paid or not.
-        stats['bonus'] = bonus_values[bonus].mean(-1)
+        stats['bonus'] = bonus_value.mean(-1)
       # 'team': each factory earns the factories' mean raw profit (no manager, no payout).
       f_reward = jnp.broadcast_to(raw.mean(-1, keepdims=True), raw.shape) if team else rew['agents']
       return env, Batch(x, actions, logp, f_reward, gs, bonus, signal, m_logp, rew['manager'], stats)
@@ -215,8 +234,8 @@ def make_sequential(config, chain, manager: str):
     batch = rollout(state, key, config.num_envs)
     scale = config.reward_scale
     f_values = f_critic.apply(state.factory['critic'], batch.x)[..., 0]
-    f_adv, f_ret = advantages(f_values, batch.reward * scale)
-    f_adv = ppo.normalize(f_adv)
+    f_adv_raw, f_ret = advantages(f_values, batch.reward * scale)
+    f_adv = ppo.normalize(f_adv_raw)
 
     def factory_loss(params):
       logits = f_actor.apply(params['actor'], batch.x)
@@ -232,8 +251,37 @@ def make_sequential(config, chain, manager: str):
     manager_p, manager_opt, m_loss = state.manager, state.manager_opt, jnp.zeros(())
     if learns:
       m_values = m_critic.apply(state.manager['critic'], batch.gs)[..., 0]
-      m_adv, m_ret = advantages(m_values, batch.m_reward * scale)
-      m_adv = ppo.normalize(m_adv)
+      m_adv_raw, m_ret = advantages(m_values, batch.m_reward * scale)
+      m_adv = ppo.normalize(m_adv_raw)
+
+      def manager_critic_loss(params):
+        return config.value_coef * ppo.value_loss(m_critic.apply(params['critic'], batch.gs)[..., 0], m_ret)
+
+      def lio_bonus(eta):  # [T, E, N]: the incentive function at the batch's global states.
+        return lio.incentive(m_actor.apply, eta, batch.gs, config.lio_max_bonus)
+
+      units_b = chain.decode_actions(batch.actions)[1]
+      discount = config.gamma * config.lam
+
+      def lio_loss(params):
+        """−J(η) of `lio.meta_objective` (one look-ahead step of the factories that sampled the batch)."""
+        objective = lio.meta_objective(
+          params['actor'],
+          bonus_fn=lio_bonus,
+          theta=state.factory['actor'],
+          logp_fn=lambda theta: ppo.categorical_logp(f_actor.apply(theta, batch.x), batch.actions),
+          logp_old=batch.logp,
+          factory_env_adv=lio.env_advantage(
+            f_adv_raw, scale * lio_bonus(state.manager['actor']) * units_b, discount
+          ),
+          manager_adv=m_adv_raw,
+          units_b=units_b,
+          kappa=config.kappa,
+          scale=scale,
+          discount=discount,
+          lr=config.lio_lookahead_lr,
+        )
+        return -objective + manager_critic_loss(params)
 
       def manager_loss(params):
         b_logits, s_logits = manager_heads(m_actor.apply(params['actor'], batch.gs))
@@ -245,12 +293,14 @@ def make_sequential(config, chain, manager: str):
           logp = logp + head_logp(s_logits, batch.signal)
           entropy = entropy + ppo.entropy_of_logits(s_logits).mean()
         pg, _ = ppo.ppo_clipped_loss(logp, batch.m_logp, m_adv, clip_eps=config.clip_eps)
-        v = m_critic.apply(params['critic'], batch.gs)[..., 0]
-        return pg + config.value_coef * ppo.value_loss(v, m_ret) - config.manager_entropy * entropy
+        return pg + manager_critic_loss(params) - config.manager_entropy * entropy
 
-      new_p, new_opt, m_loss = ppo_epochs(
-        state.manager, state.manager_opt, manager_tx, manager_loss, config.ppo_epochs
-      )
+      if differentiable:  # One meta-gradient step per manager update, as in LIO.
+        new_p, new_opt, m_loss = ppo_epochs(state.manager, state.manager_opt, manager_tx, lio_loss, 1)
+      else:
+        new_p, new_opt, m_loss = ppo_epochs(
+          state.manager, state.manager_opt, manager_tx, manager_loss, config.ppo_epochs
+        )
       active = state.step % config.manager_every == 0
       manager_p = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_p, state.manager)
       manager_opt = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_opt, state.manager_opt)

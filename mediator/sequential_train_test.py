@@ -143,7 +143,7 @@ def test_bad_signal_settings_fail_before_compiling(overrides, fragment, tmp_path
     sequential_train.make_sequential(tiny_config(), CHAIN, 'Both')
 
 
-@pytest.mark.parametrize('manager', ['none', 'incentives'])
+@pytest.mark.parametrize('manager', ['none', 'incentives', 'lio'])
 def test_update_has_no_data_dependent_loop_or_callback(manager):
   """The jitted update's program has only fixed-length loops (scans) and no host callbacks: a while_loop
   (e.g. jax.random.poisson's) syncs the GPU with the host once per iteration."""

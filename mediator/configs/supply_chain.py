@@ -46,6 +46,14 @@ def get_config(arg=None):
   c.managers = ('none', 'incentives')
   # The constant per-factory bonus on units from B of the 'fixed' diagnostic (a value of bonus_levels each).
   c.fixed_bonus = (0.0, 0.0, 0.0, 0.0)
+  # 'lio' (a LIO-style differentiable incentive manager, lio.py): the bound of its continuous bonus per unit
+  # from B (b = lio_max_bonus · sigmoid(f_η(s)), > 0; the discrete managers' largest level is 0.5), and α,
+  # the step of the factories' simulated policy-gradient update the manager differentiates through (>= 0;
+  # 0 leaves only the payout's direct gradient, so the bonus can only fall). The manager's step size and
+  # pace are `manager_lr` and `manager_every` (one meta-gradient step per manager update; its critic
+  # learns in the same step). The factories' real update stays PPO on raw + bonus.
+  c.lio_max_bonus = 0.5
+  c.lio_lookahead_lr = 1.0
   c.claim_manager = 'incentives'
   c.hidden = 64
   c.num_envs = 1024

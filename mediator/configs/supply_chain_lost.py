@@ -6,6 +6,12 @@ paid, penalised like a lost sale) instead of delivered late. This restores the o
 
 Expected: the same acceptance as supply_chain.py (raw reward >= +10 % over no manager, payout <= 10 % of
 welfare, manager reward above the no-manager baseline, supplier-A share lower with the manager).
+
+The LIO-style differentiable incentive manager (issue #9's stronger baseline; `lio.py`, keys `lio_max_bonus`
+and `lio_lookahead_lr` in supply_chain.py) against the baseline:
+
+    python -m mediator.main --config=mediator/configs/supply_chain_lost.py --workdir=/tmp/mediator_lio \
+      "--config.managers=('none','lio')" --config.claim_manager=lio
 """
 
 from common import config as config_lib
