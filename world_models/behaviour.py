@@ -27,6 +27,14 @@ import jax.numpy as jnp
 from world_models import rssm
 
 
+def hidden_layers(x, hidden: int, layers: int):
+  """`layers` blocks Dense(hidden) -> LayerNorm -> SiLU (DreamerV3's MLP block), for the `nn.compact` method
+  that calls it: the submodules belong to that module (named Dense_i, LayerNorm_i there)."""
+  for _ in range(layers):
+    x = nn.silu(nn.LayerNorm()(nn.Dense(hidden)(x)))
+  return x
+
+
 class Actor(nn.Module):
   hidden: int
   layers: int
@@ -36,9 +44,7 @@ class Actor(nn.Module):
 
   @nn.compact
   def __call__(self, feat):
-    x = feat
-    for _ in range(self.layers):
-      x = nn.silu(nn.LayerNorm()(nn.Dense(self.hidden)(x)))
+    x = hidden_layers(feat, self.hidden, self.layers)
     mean, std = jnp.split(nn.Dense(2 * self.action_dim)(x), 2, -1)
     std = (self.max_std - self.min_std) * jax.nn.sigmoid(std + 2.0) + self.min_std
     return mean, std
@@ -81,9 +87,7 @@ class Critic(nn.Module):
 
   @nn.compact
   def __call__(self, feat, logits: bool = False):
-    x = feat
-    for _ in range(self.layers):
-      x = nn.silu(nn.LayerNorm()(nn.Dense(self.hidden)(x)))
+    x = hidden_layers(feat, self.hidden, self.layers)
     if not self.bins:
       return nn.Dense(1, kernel_init=nn.initializers.zeros)(x)[..., 0]
     out = nn.Dense(self.bins, kernel_init=nn.initializers.zeros)(x)

@@ -187,16 +187,23 @@ def _fake_data(c, rng):
   return {'frames': frames, 'actions': actions, 'embeds': jnp.repeat(embeds, c.vlm.n_frames, axis=1)}
 
 
-def test_connector_finetune_stage(tmp_path):
-  c = tiny_config()
-  c.wm.connector_finetune_steps = 6
+def _stage_inputs(c):
+  """For a stage after the world model, on fake data: `c` validated, the smoke config's jitted functions
+  (a stage's step count is not read by them), the key, the data, a fresh world-model state and a batch."""
   train.validate(c)
-  # The jitted functions do not read connector_finetune_steps: share those of the smoke run's config.
   fns = train.functions(tiny_config())
   rng = jax.random.PRNGKey(0)
   data = train._commit(_fake_data(c, rng))
   wm_state = train._commit(fns.init_wm(jax.random.fold_in(rng, 1)))
   batch = train.sample_batch(data, jax.random.fold_in(rng, 2), 4, c.wm.seq_len, c.vlm.n_frames)
+  return fns, rng, data, wm_state, batch
+
+
+def test_connector_finetune_stage(tmp_path):
+  c = tiny_config()
+  c.wm.connector_finetune_steps = 6
+  # The jitted functions do not read connector_finetune_steps: share those of the smoke run's config.
+  fns, rng, data, wm_state, batch = _stage_inputs(c)
   kl_before = float(fns.connector_kl(wm_state.wm_params, wm_state.conn_params, batch, rng))
   workdir = str(tmp_path)
   tuned = train.train_connector_finetune(fns, c, workdir, wm_state, data, jax.random.fold_in(rng, 3))
@@ -227,14 +234,9 @@ def test_wm_clip_stage(tmp_path):
   VLM, skipped once done, resumes to the uninterrupted result with one compile."""
   c = tiny_config()
   c.wm_clip.steps = 12
-  train.validate(c)
   # The jitted functions do not read wm_clip.steps: share those of the end-to-end run's config.
-  fns = train.functions(tiny_config())
-  rng = jax.random.PRNGKey(0)
-  data = train._commit(_fake_data(c, rng))
-  wm_state = train._commit(fns.init_wm(jax.random.fold_in(rng, 1)))
+  fns, rng, data, wm_state, batch = _stage_inputs(c)
   vlm_params = train._commit(fns.vlm_init(jax.random.fold_in(rng, 4)))
-  batch = train.sample_batch(data, jax.random.fold_in(rng, 2), 4, c.wm.seq_len, c.vlm.n_frames)
   init = fns.init_wm_clip(jax.random.fold_in(rng, 3)).params
   before = float(fns.wm_clip_loss(init, wm_state.wm_params, vlm_params, batch, rng))
   workdir = str(tmp_path)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from world_models import behaviour
 from world_models import reward as reward_lib
 from world_models.vlm import normalize
 
@@ -40,9 +41,7 @@ class EmbeddingHead(nn.Module):
 
   @nn.compact
   def __call__(self, feat):
-    x = feat
-    for _ in range(self.layers):
-      x = nn.silu(nn.LayerNorm()(nn.Dense(self.hidden)(x)))
+    x = behaviour.hidden_layers(feat, self.hidden, self.layers)  # Before the output layer: Dense_0.. first.
     return nn.Dense(self.embed_dim)(x)
 
 
