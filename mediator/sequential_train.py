@@ -252,52 +252,54 @@ def make_sequential(config, chain, manager: str):
     if learns:
       m_values = m_critic.apply(state.manager['critic'], batch.gs)[..., 0]
       m_adv_raw, m_ret = advantages(m_values, batch.m_reward * scale)
-      m_adv = ppo.normalize(m_adv_raw)
 
       def manager_critic_loss(params):
         return config.value_coef * ppo.value_loss(m_critic.apply(params['critic'], batch.gs)[..., 0], m_ret)
 
-      def lio_bonus(eta):  # [T, E, N]: the incentive function at the batch's global states.
-        return lio.incentive(m_actor.apply, eta, batch.gs, config.lio_max_bonus)
-
-      units_b = chain.decode_actions(batch.actions)[1]
-      discount = config.gamma * config.lam
-
-      def lio_loss(params):
-        """−J(η) of `lio.meta_objective` (one look-ahead step of the factories that sampled the batch)."""
-        objective = lio.meta_objective(
-          params['actor'],
-          bonus_fn=lio_bonus,
-          theta=state.factory['actor'],
-          logp_fn=lambda theta: ppo.categorical_logp(f_actor.apply(theta, batch.x), batch.actions),
-          logp_old=batch.logp,
-          factory_env_adv=lio.env_advantage(
-            f_adv_raw, scale * lio_bonus(state.manager['actor']) * units_b, discount
-          ),
-          manager_adv=m_adv_raw,
-          units_b=units_b,
-          kappa=config.kappa,
-          scale=scale,
-          discount=discount,
-          lr=config.lio_lookahead_lr,
-        )
-        return -objective + manager_critic_loss(params)
-
-      def manager_loss(params):
-        b_logits, s_logits = manager_heads(m_actor.apply(params['actor'], batch.gs))
-        logp, entropy = jnp.zeros(batch.m_logp.shape), 0.0
-        if pays:
-          logp = logp + head_logp(b_logits, batch.bonus)
-          entropy = entropy + ppo.entropy_of_logits(b_logits).mean()
-        if signals:
-          logp = logp + head_logp(s_logits, batch.signal)
-          entropy = entropy + ppo.entropy_of_logits(s_logits).mean()
-        pg, _ = ppo.ppo_clipped_loss(logp, batch.m_logp, m_adv, clip_eps=config.clip_eps)
-        return pg + manager_critic_loss(params) - config.manager_entropy * entropy
-
       if differentiable:  # One meta-gradient step per manager update, as in LIO.
+
+        def lio_bonus(eta):  # [T, E, N]: the incentive function at the batch's global states.
+          return lio.incentive(m_actor.apply, eta, batch.gs, config.lio_max_bonus)
+
+        units_b = chain.decode_actions(batch.actions)[1]
+        discount = config.gamma * config.lam
+
+        def lio_loss(params):
+          """−J(η) of `lio.meta_objective` (one look-ahead step of the factories that sampled the batch)."""
+          objective = lio.meta_objective(
+            params['actor'],
+            bonus_fn=lio_bonus,
+            theta=state.factory['actor'],
+            logp_fn=lambda theta: ppo.categorical_logp(f_actor.apply(theta, batch.x), batch.actions),
+            logp_old=batch.logp,
+            factory_env_adv=lio.env_advantage(
+              f_adv_raw, scale * lio_bonus(state.manager['actor']) * units_b, discount
+            ),
+            manager_adv=m_adv_raw,
+            units_b=units_b,
+            kappa=config.kappa,
+            scale=scale,
+            discount=discount,
+            lr=config.lio_lookahead_lr,
+          )
+          return -objective + manager_critic_loss(params)
+
         new_p, new_opt, m_loss = ppo_epochs(state.manager, state.manager_opt, manager_tx, lio_loss, 1)
       else:
+        m_adv = ppo.normalize(m_adv_raw)
+
+        def manager_loss(params):
+          b_logits, s_logits = manager_heads(m_actor.apply(params['actor'], batch.gs))
+          logp, entropy = jnp.zeros(batch.m_logp.shape), 0.0
+          if pays:
+            logp = logp + head_logp(b_logits, batch.bonus)
+            entropy = entropy + ppo.entropy_of_logits(b_logits).mean()
+          if signals:
+            logp = logp + head_logp(s_logits, batch.signal)
+            entropy = entropy + ppo.entropy_of_logits(s_logits).mean()
+          pg, _ = ppo.ppo_clipped_loss(logp, batch.m_logp, m_adv, clip_eps=config.clip_eps)
+          return pg + manager_critic_loss(params) - config.manager_entropy * entropy
+
         new_p, new_opt, m_loss = ppo_epochs(
           state.manager, state.manager_opt, manager_tx, manager_loss, config.ppo_epochs
         )
