@@ -13,6 +13,7 @@ from common.errors import ConfigError
 from common.rl import dqn
 from rl_softmoe import encoder
 from rl_softmoe import train
+from rl_softmoe.configs import atari100k
 from rl_softmoe.configs import default
 from rl_softmoe.configs import paper
 
@@ -68,6 +69,10 @@ def test_smoke_end_to_end(smoke_run):
   assert by_name['A1 IQM(V2) > IQM(V4)'].measured is None  # V4 was not run.
   data = results.read_results(os.path.join(workdir, 'results.json'))
   assert {'iqm.png', 'curves_Breakout.png'} <= set(data['plots'])
+  assert set(data['extra']['versus_V0']) == {'V2'}
+  v2 = data['extra']['versus_V0']['V2']
+  assert v2['iqm_difference'] == pytest.approx(agg['V2']['iqm'] - agg['V0']['iqm'])
+  assert v2['low'] <= v2['iqm_difference'] <= v2['high'] and 0.0 <= v2['p_improvement'] <= 1.0
   with open(os.path.join(workdir, 'Breakout-MinAtar', 'V2', 'eval.json')) as f:
     ev = json.load(f)
   assert len(ev['returns']) == 2 and all(np.isfinite(ev['returns']))
@@ -258,6 +263,27 @@ def test_claims_need_their_variants():
   claims = train.build_claims(config, {'V0': np.zeros((2, 1)), 'V2': np.ones((2, 1))}, {'V0': 1.0, 'V2': 2.0})
   assert [c.measured is None for c in claims] == [True] * 5 + [False]
   assert not any(c.passed for c in claims)
+
+
+def test_breakout_is_found_in_both_families():
+  assert train.breakout_game(default.get_config()) == 'Breakout-MinAtar'
+  assert train.breakout_game(atari100k.get_config()) == 'Breakout'  # Pong Breakout Boxing Freeway MsPacman.
+  config = default.get_config()
+  config.games = ('Asterix-MinAtar',)
+  assert train.breakout_game(config) is None
+
+
+def test_replay_wrap_check_only_where_the_run_exceeds_the_ring():
+  run = {'losses_finite': True, 'target_syncs': 2, 'expected_target_syncs': 2, 'buffer_wrapped': False}
+  config = default.get_config('smoke')
+  config.total_env_steps, config.buffer_capacity = 100, 50
+  wrap = train.check_claims(config, {'g': {'V0': run}})[-1]
+  assert wrap.name == 'check: replay buffer wrapped' and not wrap.passed
+  assert train.check_claims(config, {'g': {'V0': dict(run, buffer_wrapped=True)}})[-1].passed
+  # Atari 100k: a ring as large as the run has nothing to wrap.
+  config.buffer_capacity = 100
+  wrap = train.check_claims(config, {'g': {'V0': run}})[-1]
+  assert wrap.passed and wrap.measured == 'not applicable'
 
 
 @pytest.mark.parametrize('variant', ['V0', 'V1', 'V2', 'V3', 'V4'])
