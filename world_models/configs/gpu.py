@@ -47,7 +47,10 @@ command is rerun across 10-minute calls until results.json appears.
 
 `:stickman` runs the same plan on the MJX stickman (`stickman.py`: 8 motors, 30 ms per step) with its four
 prompts ('stickman standing', 'stickman lying down', 'stickman standing on one leg', 'stickman arms up');
-every size and claim stays the same. Not run yet: no estimate of its physics cost on a GPU.
+every size and claim stays the same. Measured on 4 x H200 (2026-11-28, partial; README): VLM 241 s, world
+model about 15 minutes (17 it/s), GenRL's behaviours 36-49 actor steps/s, the VLM-reward baseline under 4, so
+the whole run takes over 31 minutes of wall-clock: two sessions, carrying the trained stages with
+`stage_transfer.py` (EXPORT/IMPORT of `tools/parallel_methods.sh`).
 
 Diagnostics (not acceptance): before each behaviour, its reward on the real expert and random trajectories of
 the evaluation (`reward_check.json`, two 'reward check' claims); `wm.connector_finetune_steps` stays 0 here.
@@ -73,4 +76,8 @@ def get_config(arg=None):
   if arg.prompts:
     c.behaviour.prompts = tuple(p.strip() for p in arg.prompts.split('+') if p.strip())
   c.acceptance.enabled = True
+  # Every 1000 world-model steps (about a minute on an H200; 2500 in default.py): a 10-minute device call
+  # cut in this stage loses less (the stickman lost 1000 steps at a call boundary, 2026-11-28).
+  if not arg.smoke:
+    c.wm.checkpoint_every = 1000
   return c

@@ -15,7 +15,12 @@
 # 'wm_clip' (WM-CLIP, not in the default METHODS) trains its head (`wm_clip/`) in its own part after the
 # copied world model, and the gathering run takes that stage from it; leave it out of SPLIT (each of its
 # prompt parts would train the same head again).
+# Across sessions (checkpoints are lost with the lent machine): EXPORT=PREFIX writes the first part's
+# trained VLM and world model to PREFIX.npz.part<i> (`world_models/stage_transfer.py`, parts of at most
+# 15.5 MiB, three for `gpu.py`) as soon as its behaviours start; IMPORT=PART,PART,... writes them into the
+# first part's workdir before it starts (when it has no wm/ yet), so it goes straight to its behaviours.
 #   [METHODS='genrl vlm_reward genrl_data_free genrl_no_aligner'] [SPLIT='vlm_reward'] [GPUS='0 1 2 3'] \
+#     [EXPORT=$OUT/stages] [IMPORT=.stages/stages.npz.part0,...] \
 #     bash world_models/tools/parallel_methods.sh CONFIG WORKDIR [FLAGS...]
 # SPLIT uses the prompts of CONFIG (a `behaviour.prompts` flag would be ignored, so it is refused).
 # XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.9) is split between the processes of a GPU.
@@ -59,12 +64,21 @@ run() {  # run PART_INDEX: one part, in the background, on its GPU.
     --workdir="$workdir/parts/${names[$i]}" >> "$workdir/parts/${names[$i]}.log" 2>&1 &
 }
 first=${names[0]}
+if [ -n "${IMPORT:-}" ] && [ ! -d "$workdir/parts/$first/wm" ]; then
+  JAX_PLATFORMS=cpu python3 -m world_models.stage_transfer --action=import --config="$config" \
+    "${method_flag[0]}" "$@" --workdir="$workdir/parts/$first" --parts="$IMPORT" || exit 1
+fi
 run 0 "$@"
 first_pid=$!
 while [ ! -d "$workdir/parts/$first/behaviour" ] && kill -0 "$first_pid" 2> /dev/null; do sleep 5; done
 if [ ! -d "$workdir/parts/$first/behaviour" ]; then
   echo "$first stopped before its behaviours: $(tail -1 "$workdir/parts/$first.log" | cut -c1-200)"
   exit 1
+fi
+if [ -n "${EXPORT:-}" ] && [ ! -f "$EXPORT.npz.part0" ]; then
+  JAX_PLATFORMS=cpu python3 -m world_models.stage_transfer --action=export --config="$config" \
+    "${method_flag[0]}" "$@" --workdir="$workdir/parts/$first" --out="$EXPORT" --part_mib=15.5 \
+    || echo "export failed"
 fi
 for i in "${!names[@]}"; do
   [ "$i" = 0 ] && continue
