@@ -5,6 +5,10 @@ Resume order, as in big_vision: the latest checkpoint in `workdir/checkpoints`, 
 scratch. A checkpoint whose tree structure or array shapes differ from the state being restored raises
 `CheckpointMismatchError` (one line, with the fix) and leaves the files untouched. Orbax casts restored
 arrays to the target's dtype, so a float32 checkpoint restores into a bfloat16 state without complaint.
+
+Orbax refuses to save arrays with a zero-sized dimension, which real states hold (MJX's `Data.act` of a model
+without actuator activations, so every Brax/MJX env state): such leaves are saved as a one-element placeholder
+and rebuilt, as the zero-sized array of the target's shape and dtype, on restore.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 from typing import Any, Callable, TypeVar
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from common.errors import CheckpointMismatchError
@@ -54,7 +59,7 @@ class Checkpointer:
     step = int(step)
     if not (force or step % self.every == 0) or step in self._manager.all_steps():
       return False
-    return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    return self._manager.save(step, args=ocp.args.StandardSave(_placeholders(state)), force=True)
 
   def restore(self, target: State, step: int | None = None) -> State:
     """Restores the checkpoint at `step` (default: latest) into the structure, shapes and shardings of
@@ -64,7 +69,7 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f'no checkpoint in {self.directory}')
     try:
-      return self._manager.restore(step, args=ocp.args.StandardRestore(target))
+      restored = self._manager.restore(step, args=ocp.args.StandardRestore(_placeholders(target)))
     except ValueError as e:
       detail = ' '.join(str(e).split())[:300]
       raise CheckpointMismatchError(
@@ -72,6 +77,13 @@ class Checkpointer:
         'rerun with the config that wrote it, or start a fresh run with another --workdir or '
         '--overwrite (which moves the old run aside)'
       ) from None
+    leaves, treedef = jax.tree.flatten(target)
+    if not any(_is_empty(x) for x in leaves):
+      return restored
+    rebuilt = [
+      _empty_like(t) if _is_empty(t) else r for t, r in zip(leaves, jax.tree.leaves(restored), strict=True)
+    ]
+    return jax.tree.unflatten(treedef, rebuilt)
 
   def restore_or_init(self, init_state: State | Callable[[], State]) -> tuple[State, int]:
     """Automatic resume: `(restored, step)` from the latest checkpoint, else `(init_state, 0)`.
@@ -99,6 +111,35 @@ class Checkpointer:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def _is_empty(x) -> bool:
+  shape = getattr(x, 'shape', None)
+  return shape is not None and 0 in tuple(shape)
+
+
+def _placeholders(tree):
+  """`tree` with every zero-sized leaf (an array or an abstract shape) replaced by one element of its dtype
+  (NumPy, JAX or abstract like the leaf), which Orbax saves and restores."""
+
+  def one(x):
+    if not _is_empty(x):
+      return x
+    if isinstance(x, np.ndarray):
+      return np.zeros((1,), x.dtype)
+    if isinstance(x, jax.ShapeDtypeStruct):
+      return jax.ShapeDtypeStruct((1,), x.dtype, sharding=x.sharding)
+    return jax.device_put(np.zeros((1,), x.dtype), getattr(x, 'sharding', None))
+
+  return jax.tree.map(one, tree)
+
+
+def _empty_like(target):
+  """The zero-sized leaf of the restore target's shape and dtype: NumPy for a NumPy target, else a JAX array
+  with the target's sharding (a `jax.ShapeDtypeStruct`'s, or the default device's)."""
+  if isinstance(target, np.ndarray):
+    return np.zeros(target.shape, target.dtype)
+  return jax.device_put(np.zeros(target.shape, target.dtype), getattr(target, 'sharding', None))
 
 
 def abstract_state(init_fn: Callable[[], State]) -> State:

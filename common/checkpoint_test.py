@@ -112,6 +112,22 @@ def test_round_trip_of_typed_and_raw_keys_and_numpy(tmp_path):
   assert_trees_equal(tree, restored)
 
 
+def test_zero_sized_arrays_round_trip(tmp_path):
+  """Orbax cannot save zero-sized arrays (MJX's `Data.act` in every Brax/MJX env state): they are saved as
+  placeholders and come back with their shapes, from a concrete and from an abstract target."""
+
+  def init():
+    return {'act': jnp.zeros((4, 0)), 'np_empty': np.zeros((2, 0, 3), np.int32), 'x': jnp.arange(3.0) + 1}
+
+  state = init()
+  with checkpoint.Checkpointer(str(tmp_path), every=1) as ckpt:
+    assert ckpt.save(1, state)
+    for restored in (ckpt.restore(init()), ckpt.restore_or_init(init)[0]):
+      assert restored['act'].shape == (4, 0) and restored['act'].dtype == jnp.float32
+      assert restored['np_empty'].shape == (2, 0, 3) and restored['np_empty'].dtype == np.int32
+      np.testing.assert_array_equal(restored['x'], [1.0, 2.0, 3.0])
+
+
 def test_restore_or_init_without_checkpoint(tmp_path):
   with checkpoint.Checkpointer(str(tmp_path)) as ckpt:
     state = make_state()

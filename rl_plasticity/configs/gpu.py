@@ -14,12 +14,19 @@ Acceptance (fixed here before any run; IQM over 8 seeds of the evaluations in th
   (every logged value finite and |mean Q| <= 1e5).
 Brax task returns are not comparable with the paper's Gym MuJoCo returns.
 
-Budget (an estimate, not measured yet): ~2,900 updates/s per seed with 8 seeds at width 256 on an H100
-(research note, section 3.2) gives ~100 s of updates per method at replay ratio 1 and ~170 s in the stress
-run, plus MJX stepping of 8 single-env seeds and the compile (~1-2 min): 3-5 min per method, so one
-task's four methods take 2-3 calls of 10 minutes; each method is a sub-run that resumes from its
-checkpoint (every 20k env steps; 10k in `stress`) and is skipped once finished, so the same command is
-simply rerun.
+Budget, measured on an H200 (2026-11-28, README): a TD3 update of 8 seeds costs 0.5 ms, but one MJX
+halfcheetah step of 8 single-env seeds costs 14.3 ms (22.8 ms inside the training chunk), so the default
+runs at 43 env steps/s per seed: about 2 hours per method at 300k steps, far over a session. Each method is
+a sub-run that resumes from its checkpoint (every 20k env steps; 10k in `stress`) and is skipped once
+finished, so the same command is simply rerun.
+
+`batched` (ours, for the device budget; not the paper's single environment): 20 envs per seed (20 updates
+per vector step, the same replay ratio of 1 update per env step), MJX's line search capped at 6 iterations
+(not bit-identical to 50: README) and an evaluation every 30k env steps. 20 envs cost 23.6 ms per vector
+step alone on an H200, 1.2 ms per env step; projection 6-12 minutes per method and task (not measured).
+
+    python -m rl_plasticity.main --config=rl_plasticity/configs/gpu.py:env=halfcheetah,batched \
+        --workdir=runs/gpu/rp_hc_batched
 """
 
 from common import config as config_lib
@@ -27,7 +34,7 @@ from rl_plasticity.configs import default
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, smoke=False, stress=False, env='halfcheetah', seeds=0)
+  arg = config_lib.parse_arg(arg, smoke=False, stress=False, batched=False, env='halfcheetah', seeds=0)
   c = default.get_config('smoke' if arg.smoke else None)
   c.experiment = f'gpu_{arg.env}_rr{4 if arg.stress else 1}'
   c.methods = ('td3', 'ne', 'ne_code', 'redo')
@@ -53,6 +60,12 @@ def get_config(arg=None):
       c.eval_every = 5_000
       c.checkpoint_every = 10_000
       c.acceptance.min_return_ratio = 1.05
+  if arg.batched:
+    c.experiment += '_batched'
+    c.num_envs = 20
+    c.mjx_ls_iterations = 6
+    if not arg.smoke:
+      c.eval_every = 30_000
   if arg.seeds:
     c.num_seeds = arg.seeds
   return c
