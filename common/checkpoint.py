@@ -81,7 +81,8 @@ class Checkpointer:
     if not any(_is_empty(x) for x in leaves):
       return restored
     rebuilt = [
-      _empty_like(t) if _is_empty(t) else r for t, r in zip(leaves, jax.tree.leaves(restored), strict=True)
+      _zeros(t, t.shape) if _is_empty(t) else r
+      for t, r in zip(leaves, jax.tree.leaves(restored), strict=True)
     ]
     return jax.tree.unflatten(treedef, rebuilt)
 
@@ -118,6 +119,14 @@ def _is_empty(x) -> bool:
   return shape is not None and 0 in tuple(shape)
 
 
+def _zeros(like, shape):
+  """Zeros of `like`'s dtype and the given shape: NumPy for a NumPy leaf, else a JAX array with `like`'s
+  sharding (a `jax.ShapeDtypeStruct`'s or an array's; the default device's when it has none)."""
+  if isinstance(like, np.ndarray):
+    return np.zeros(shape, like.dtype)
+  return jax.device_put(np.zeros(shape, like.dtype), getattr(like, 'sharding', None))
+
+
 def _placeholders(tree):
   """`tree` with every zero-sized leaf (an array or an abstract shape) replaced by one element of its dtype
   (NumPy, JAX or abstract like the leaf), which Orbax saves and restores."""
@@ -125,21 +134,11 @@ def _placeholders(tree):
   def one(x):
     if not _is_empty(x):
       return x
-    if isinstance(x, np.ndarray):
-      return np.zeros((1,), x.dtype)
     if isinstance(x, jax.ShapeDtypeStruct):
       return jax.ShapeDtypeStruct((1,), x.dtype, sharding=x.sharding)
-    return jax.device_put(np.zeros((1,), x.dtype), getattr(x, 'sharding', None))
+    return _zeros(x, (1,))
 
   return jax.tree.map(one, tree)
-
-
-def _empty_like(target):
-  """The zero-sized leaf of the restore target's shape and dtype: NumPy for a NumPy target, else a JAX array
-  with the target's sharding (a `jax.ShapeDtypeStruct`'s, or the default device's)."""
-  if isinstance(target, np.ndarray):
-    return np.zeros(target.shape, target.dtype)
-  return jax.device_put(np.zeros(target.shape, target.dtype), getattr(target, 'sharding', None))
 
 
 def abstract_state(init_fn: Callable[[], State]) -> State:

@@ -33,6 +33,7 @@ import jax
 import numpy as np
 
 from common import checkpoint
+from common import config as config_lib
 from common.errors import ConfigError
 from world_models import train
 from world_models import vlm
@@ -46,17 +47,9 @@ WM_FIELDS = ('wm_params', 'conn_params', 'align_params', 'rng', 'step')
 
 def stage_config(config) -> dict:
   """The keys that define the VLM and world-model stages, as plain data."""
-  c = json.loads(config.to_json())
+  c = config_lib.to_dict(config)
   out = {k: c[k] for k in STAGE_KEYS}
   out['wm'] = {k: v for k, v in out['wm'].items() if k not in IGNORED_WM_KEYS}
-  return out
-
-
-def _flat(d: dict, prefix: str = '') -> dict:
-  """{'wm': {'deter': 512}} -> {'wm.deter': 512}."""
-  out = {}
-  for k, v in d.items():
-    out.update(_flat(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
   return out
 
 
@@ -81,11 +74,11 @@ def _unflatten(prefix, template, arrays):
 
 
 def _templates(config):
-  """Abstract (shape-only) VLM parameters and world-model state of `config`, built without compiling."""
+  """The VLM's parameters and the world-model state of `config` as restore targets (shapes only)."""
   parts = train.Parts(config)
   rng = jax.random.PRNGKey(0)
-  vlm_params = jax.eval_shape(lambda: vlm.init(config, rng))
-  wm_state = jax.eval_shape(lambda: train.init_world_model_state(parts, rng))
+  vlm_params = checkpoint.abstract_state(lambda: vlm.init(config, rng))
+  wm_state = checkpoint.abstract_state(lambda: train.init_world_model_state(parts, rng))
   return parts, vlm_params, wm_state
 
 
@@ -102,7 +95,7 @@ def export(config, workdir: str, out: str, part_mib: float = 15.0) -> list[str]:
         raise ConfigError(
           f'{workdir}/{name} is at step {ckpt.latest_step()}, not its last ({steps}): not finished'
         )
-      restored = ckpt.restore(checkpoint.abstract_state(lambda t=template: t), steps)
+      restored = ckpt.restore(template, steps)
     if name == 'vlm':
       arrays.update(_flatten('vlm', restored))
     else:
@@ -157,8 +150,7 @@ def import_(config, workdir: str, part_paths) -> None:
   meta = json.loads(arrays.pop('meta').tobytes())
   if meta.get('format') != FORMAT:
     raise ConfigError(f'export format {meta.get("format")}, this code reads {FORMAT}')
-  here, there = _flat(stage_config(config)), _flat(meta['stage_config'])
-  differ = sorted(k for k in set(here) | set(there) if here.get(k) != there.get(k))
+  differ = config_lib.diff(meta['stage_config'], stage_config(config))
   if differ:
     raise ConfigError(f'the export was trained with other stage settings: {", ".join(differ)}')
   for name in ('vlm', 'wm'):
@@ -167,12 +159,9 @@ def import_(config, workdir: str, part_paths) -> None:
   parts, vlm_template, wm_template = _templates(config)
   vlm_params = _unflatten('vlm', vlm_template, arrays)
   fields = {f: _unflatten(f'wm.{f}', getattr(wm_template, f), arrays) for f in WM_FIELDS}
-  wm_state = train.WorldModelState(
-    wm_opt=parts.wm_tx.init(fields['wm_params']),
-    conn_opt=parts.conn_tx.init(fields['conn_params']),
-    align_opt=parts.align_tx.init(fields['align_params']),
-    **fields,
-  )
+  # Fresh optimiser states as the stage builds them (Adam's count and moments start at zero whatever the
+  # parameters), with the exported fields in place of the initial ones.
+  wm_state = train.init_world_model_state(parts, jax.random.PRNGKey(0)).replace(**fields)
   if int(wm_state.step) != config.wm.steps:
     raise ConfigError(
       f'the exported world model is at step {int(wm_state.step)}, the config trains {config.wm.steps}'
