@@ -1,4 +1,5 @@
-"""Continuous-control environments behind one functional interface (gymnax Pendulum, Brax/MJX tasks).
+"""Continuous-control environments behind one functional interface (gymnax Pendulum, Brax/MJX tasks, MuJoCo
+Playground's DM Control suite on MJX).
 
 Every environment acts in [-1, 1]^act_dim (rescaled to the task's bounds inside) and auto-resets:
 
@@ -22,7 +23,18 @@ from common.errors import ConfigError
 
 GYMNAX = {'pendulum': 'Pendulum-v1'}
 BRAX = ('halfcheetah', 'hopper', 'walker2d', 'ant', 'humanoid')
-CHOICES = tuple(GYMNAX) + BRAX
+# MuJoCo Playground (PyPI `playground`), its DM Control suite on MJX's JAX implementation (its default,
+# 'warp', needs a GPU and is slow on CPU). Its XMLs ship in the wheel, so nothing is downloaded. Our names
+# use '_' where dm_control uses '-' (cheetah-run is `cheetah_run`).
+PLAYGROUND = {
+  'cheetah_run': 'CheetahRun',
+  'walker_walk': 'WalkerWalk',
+  'walker_run': 'WalkerRun',
+  'hopper_hop': 'HopperHop',
+  'humanoid_walk': 'HumanoidWalk',
+  'humanoid_run': 'HumanoidRun',
+}
+CHOICES = tuple(GYMNAX) + BRAX + tuple(PLAYGROUND)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,11 +69,17 @@ def make(
   """The environment `name` (see CHOICES); `episode_length` 0 keeps the task's own limit.
   `mjx_ls_iterations` > 0 caps the MJX solver's line search (Brax's tasks ship MuJoCo's 50; the JAX line
   search is a fixed-length scan, so all 50 run every solver iteration: on a GPU a latency-bound loop), and
-  `mjx_iterations` > 0 its Newton iterations; 0 keeps the task's value."""
+  `mjx_iterations` > 0 its Newton iterations; 0 keeps the task's value. Playground's tasks always run on
+  MJX (`backend` is for Brax's) and ship their own, smaller solver settings (e.g. cheetah-run 4 iterations
+  and 8 line-search steps)."""
   check_name(name)
   if name in GYMNAX:
     return _gymnax(name, episode_length)
-  return _brax(name, episode_length or 1000, backend, mjx_ls_iterations, mjx_iterations)
+  opt = {'opt.ls_iterations': mjx_ls_iterations, 'opt.iterations': mjx_iterations}
+  opt = {k: int(v) for k, v in opt.items() if v > 0}
+  if name in PLAYGROUND:
+    return _playground(name, episode_length, opt)
+  return _brax(name, episode_length or 1000, backend, opt if backend == 'mjx' else {})
 
 
 def _gymnax(name: str, episode_length: int) -> Env:
@@ -95,22 +113,17 @@ def _gymnax(name: str, episode_length: int) -> Env:
   return Env(name, obs_dim, act_dim, int(params.max_steps_in_episode), reset, step)
 
 
-def _brax(name: str, episode_length: int, backend: str, mjx_ls_iterations: int, mjx_iterations: int) -> Env:
-  from brax import envs as brax_envs
-
-  env = brax_envs.get_environment(name, backend=backend)
-  opt = {'opt.ls_iterations': mjx_ls_iterations, 'opt.iterations': mjx_iterations}
-  opt = {k: int(v) for k, v in opt.items() if v > 0}
-  if opt and backend == 'mjx':
-    env.sys = env.sys.tree_replace(opt)
+def _auto_reset(name, obs_dim, act_dim, episode_length, env_reset, env_step) -> Env:
+  """An Env from a Brax-style task (`env_reset(key) -> state`, `env_step(state, action) -> state`, states
+  with .obs, .reward, .done): a time limit of `episode_length` steps (truncation) and an auto-reset."""
 
   def reset(key):
-    state = strong(env.reset(key))
+    state = strong(env_reset(key))
     return state.obs, (state, jnp.zeros((), jnp.int32))
 
   def step(key, state, action):
     inner, t = state
-    nxt = env.step(inner, action)
+    nxt = env_step(inner, action)
     t = t + 1
     terminated = nxt.done > 0.5
     truncated = jnp.logical_and(t >= episode_length, jnp.logical_not(terminated))
@@ -119,6 +132,35 @@ def _brax(name: str, episode_length: int, backend: str, mjx_ls_iterations: int, 
     new_inner = jax.tree.map(lambda a, b: jnp.where(done, a, b), state_re, nxt)
     obs = jnp.where(done, obs_re, nxt.obs)
     new_state = strong((new_inner, jnp.where(done, t_re, t)))
-    return obs, new_state, nxt.reward, terminated, truncated, nxt.obs
+    return obs, new_state, jnp.asarray(nxt.reward, jnp.float32), terminated, truncated, nxt.obs
 
-  return Env(name, int(env.observation_size), int(env.action_size), episode_length, reset, step)
+  return Env(name, obs_dim, act_dim, episode_length, reset, step)
+
+
+def _brax(name: str, episode_length: int, backend: str, opt: dict) -> Env:
+  from brax import envs as brax_envs
+
+  env = brax_envs.get_environment(name, backend=backend)
+  if opt:
+    env.sys = env.sys.tree_replace(opt)
+  return _auto_reset(
+    name, int(env.observation_size), int(env.action_size), episode_length, env.reset, env.step
+  )
+
+
+def _playground(name: str, episode_length: int, opt: dict) -> Env:
+  from mujoco_playground import registry
+
+  env = registry.load(PLAYGROUND[name], config_overrides={'impl': 'jax'})
+  if opt:
+    env._mjx_model = env.mjx_model.tree_replace(opt)  # pylint: disable=protected-access  # No setter.
+  # Playground's tasks have no time limit of their own (its training wrappers add one): ours applies.
+  # Their actions are MuJoCo controls in [-1, 1] already.
+  return _auto_reset(
+    name,
+    int(env.observation_size),
+    int(env.action_size),
+    episode_length or int(env._config.episode_length),  # pylint: disable=protected-access
+    env.reset,
+    env.step,
+  )

@@ -45,10 +45,17 @@ class MaskedAdamState(NamedTuple):
   nu: Any
 
 
-def masked_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+def masked_adam(
+  learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, stale_moments: bool = False
+):
   """Adam whose gradients, both moments and updates are multiplied by `masks` (an extra argument of
   `update`), so masked positions hold exactly zero moments and receive exactly zero updates. Bias
-  correction uses a per-leaf step count; all counts advance together unless `reset_counts` zeroes some."""
+  correction uses a per-leaf step count; all counts advance together unless `reset_counts` zeroes some.
+
+  `stale_moments` (the NE code's behaviour, a switch since 2026-11-28): the moments are not multiplied by
+  the mask, so at a masked position they decay (m by b1, v by b2 per step, the gradient there being
+  masked to zero) and a connection regrown later starts from what is left of them; updates stay masked."""
+  keep = (lambda x, k: x) if stale_moments else (lambda x, k: x * k)
 
   def init(params):
     zeros = jax.tree.map(jnp.zeros_like, params)
@@ -57,8 +64,8 @@ def masked_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: f
   def update(grads, state, params=None, *, masks):
     del params
     count = jax.tree.map(lambda c: c + 1, state.count)
-    mu = jax.tree.map(lambda m, g, k: (b1 * m + (1 - b1) * g * k) * k, state.mu, grads, masks)
-    nu = jax.tree.map(lambda v, g, k: (b2 * v + (1 - b2) * jnp.square(g * k)) * k, state.nu, grads, masks)
+    mu = jax.tree.map(lambda m, g, k: keep(b1 * m + (1 - b1) * g * k, k), state.mu, grads, masks)
+    nu = jax.tree.map(lambda v, g, k: keep(b2 * v + (1 - b2) * jnp.square(g * k), k), state.nu, grads, masks)
 
     def step(m, v, k, c):
       c = c.astype(jnp.float32)
@@ -227,7 +234,7 @@ def update_net(net, grads, acts, k, layers, cfg, *, end_step: int):
     grown_total += grown
     pruned_total += pruned
   new_mask = {'params': traverse_util.unflatten_dict(masks)}
-  opt = mask_opt_state(net.opt, new_mask)
+  opt = net.opt if cfg.stale_moments else mask_opt_state(net.opt, new_mask)
   if cfg.adam_count_reset:
     opt = reset_counts(opt, [layer.path for layer in layers], k <= cfg.grow_steps)
   net = net.replace(
@@ -252,6 +259,7 @@ class NEConfig(NamedTuple):
   tau: float
   zeta: float
   adam_count_reset: bool = False  # Code: zero each sparse matrix's Adam step count at every growth step.
+  stale_moments: bool = False  # Code: keep Adam moments at pruned positions (with masked_adam's switch).
 
 
 def make_hook(agent, cfg: NEConfig, total_steps: int, actor_every: int):

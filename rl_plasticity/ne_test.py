@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import optax
 
 from rl_plasticity import ne
@@ -87,6 +88,33 @@ def test_masked_adam_matches_adam_on_active_entries_and_zeroes_the_rest():
   assert (
     float(cleared.mu['w'][0]) == 0.0 and float(cleared.nu['w'][0]) == 0.0 and int(cleared.count['w']) == 2
   )
+
+
+def test_stale_moments_decay_under_the_mask_and_feed_a_regrown_connection():
+  # The NE code's Adam (switch `stale_adam_moments`): a masked position's moments are not zeroed but decay
+  # by b1 and b2 per step; its update stays zero; once regrown, its first update uses what is left.
+  params = {'w': jnp.array([1.0, 2.0])}
+  on, off = {'w': jnp.array([1.0, 1.0])}, {'w': jnp.array([1.0, 0.0])}
+  g = {'w': jnp.array([1.0, 1.0])}
+  stale, plain = ne.masked_adam(0.1, stale_moments=True), ne.masked_adam(0.1)
+  s, p = stale.init(params), plain.init(params)
+  _, s = stale.update(g, s, masks=on)
+  _, p = plain.update(g, p, masks=on)
+  m1, v1 = float(s.mu['w'][1]), float(s.nu['w'][1])  # 0.1 and 0.001 after one step of gradient 1.
+  for _ in range(3):
+    u, s = stale.update(g, s, masks=off)
+    assert float(u['w'][1]) == 0.0
+  np.testing.assert_allclose(
+    [float(s.mu['w'][1]), float(s.nu['w'][1])], [m1 * 0.9**3, v1 * 0.999**3], rtol=1e-6
+  )
+  p = ne.mask_opt_state(p, off)  # What the paper variant's topology step does at a pruned position.
+  for _ in range(3):
+    _, p = plain.update(g, p, masks=off)
+  assert float(p.mu['w'][1]) == 0.0 and float(p.nu['w'][1]) == 0.0
+  us, _ = stale.update(g, s, masks=on)
+  up, _ = plain.update(g, p, masks=on)
+  assert float(us['w'][1]) != pytest.approx(float(up['w'][1]), rel=1e-3)  # The stale start differs.
+  np.testing.assert_allclose(us['w'][0], up['w'][0], rtol=1e-6)  # Never-masked entries: the same Adam.
 
 
 def test_count_reset_restarts_bias_correction_of_one_matrix():

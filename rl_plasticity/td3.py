@@ -59,6 +59,7 @@ class Config:
   review_temperature: float = 0.9
   review_window: float = 0.3  # Oldest fraction of the buffer's contents.
   batch_halving: bool = False  # The NE code's auto_batch: half batch when FAU < 0.9 awaken.
+  stale_moments: bool = False  # The NE code's Adam: moments at masked positions decay, not zeroed.
   eval_episodes: int = 10
 
   @property
@@ -187,7 +188,7 @@ class TD3:
     self.actor_net = networks.Actor(cfg.actor_hidden, env.act_dim)
     critic = networks.InjectedCritic if injection else networks.Critic
     self.critic_net = critic(cfg.critic_hidden, cfg.critic_layer_norm)
-    self.tx = ne.masked_adam(cfg.learning_rate)
+    self.tx = ne.masked_adam(cfg.learning_rate, stale_moments=cfg.stale_moments)
     dummy_obs = jnp.zeros((1, env.obs_dim))
     dummy_act = jnp.zeros((1, env.act_dim))
     key = jax.random.PRNGKey(0)

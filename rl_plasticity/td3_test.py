@@ -115,6 +115,32 @@ def test_topology_step_grows_zero_weights_and_masks_stay_zero_after_updates(tiny
   assert step._cache_size() == 1
 
 
+def test_topology_step_keeps_moments_at_pruned_positions_only_with_the_code_switch(tiny):
+  agent, state0, run, _ = tiny
+  state, _ = run(state0)
+  cfg = ne.NEConfig(0.3, 1.0, grow_steps=4, prune_ratio=0.4, prune_by='dormant', tau=0.1, zeta=0.0)
+  key = jax.random.PRNGKey(9)
+  hooks = {
+    stale: jax.jit(ne.make_hook(agent, cfg._replace(stale_moments=stale), total_steps=8, actor_every=1))
+    for stale in (False, True)
+  }
+  out = {stale: hook(state, jnp.int32(1), key)[0] for stale, hook in hooks.items()}
+  pruned_with_moments = 0
+  for m0, m1, mu0, mu_plain, mu_stale in zip(
+    *(jax.tree.leaves(x) for x in (state.critic.mask, out[False].critic.mask, state.critic.opt.mu,
+                                   out[False].critic.opt.mu, out[True].critic.opt.mu))
+  ):  # fmt: skip
+    pruned = (np.asarray(m0) == 1) & (np.asarray(m1) == 0)
+    assert np.all(np.asarray(mu_plain)[pruned] == 0)
+    np.testing.assert_array_equal(np.asarray(mu_stale)[pruned], np.asarray(mu0)[pruned])
+    pruned_with_moments += int(np.sum(np.asarray(mu0)[pruned] != 0))
+  assert pruned_with_moments > 0  # The check above is not vacuous.
+  np.testing.assert_array_equal(  # The switch changes the moments only, not the topology.
+    np.concatenate([np.ravel(x) for x in jax.tree.leaves(out[True].critic.mask)]),
+    np.concatenate([np.ravel(x) for x in jax.tree.leaves(out[False].critic.mask)]),
+  )
+
+
 def test_evaluate_and_probe(tiny):
   agent, state, _, _ = tiny
   ret = jax.jit(agent.evaluate)(state, jax.random.PRNGKey(0))

@@ -71,10 +71,10 @@ def injection_at(config) -> int:
 
 
 def agent_config(config, method: str) -> td3.Config:
-  review, halving, awaken, temp, window = False, False, 0.4, 0.9, 0.3
+  review, halving, stale, awaken, temp, window = False, False, False, 0.4, 0.9, 0.3
   if method.startswith('ne'):
     s = ne_settings(config, method)
-    review, halving = bool(s['review']), bool(s['batch_halving'])
+    review, halving, stale = bool(s['review']), bool(s['batch_halving']), bool(s['stale_adam_moments'])
     awaken, temp, window = s['review_awaken'], s['review_temperature'], s['review_window']
   return td3.Config(
     num_envs=config.num_envs,
@@ -98,6 +98,7 @@ def agent_config(config, method: str) -> td3.Config:
     review_temperature=temp,
     review_window=window,
     batch_halving=halving,
+    stale_moments=stale,
     eval_episodes=config.eval_episodes,
   )
 
@@ -273,6 +274,7 @@ class Programs:
         s['tau'],
         s['zeta'],
         bool(s['adam_count_reset']),
+        bool(s['stale_adam_moments']),
       )
       hook = ne.make_hook(agent, ne_cfg, updates // config.delta, config.policy_delay)
       self.hook_every = config.delta
@@ -426,11 +428,12 @@ def run_method(config, workdir: str, env: envs_lib.Env, method: str, shared: Opt
   return final
 
 
-def masked_zero_violations(state) -> int:
-  """Entries that are nonzero where the mask is zero, in online and target weights and both Adam moments."""
+def masked_zero_violations(state, *, moments: bool = True) -> int:
+  """Entries that are nonzero where the mask is zero, in online and target weights and (unless `moments`
+  is False: the NE code's stale moments) both Adam moments."""
   bad = 0
   for net in (state.actor, state.critic):
-    for tree in (net.params, net.target, net.opt.mu, net.opt.nu):
+    for tree in (net.params, net.target) + ((net.opt.mu, net.opt.nu) if moments else ()):
       bad += int(sum(np.sum((np.asarray(m) == 0) & (np.asarray(x) != 0)) for x, m in zip(
         jax.tree.leaves(tree), jax.tree.leaves(net.mask))))  # fmt: skip
   return bad
@@ -471,7 +474,7 @@ def summarise_method(config, subdir: str, method: str, state, programs: Programs
     'actor_dormant_0.1': final_mean('probe', 'actor_dormant_0.1'),
     'critic_density': float(rows[-1].get('probe/critic_density', math.nan)) if rows else math.nan,
     'final_densities': {k: v for k, v in rows[-1].items() if k.startswith('probe/density')} if rows else {},
-    'masked_nonzero': masked_zero_violations(light),
+    'masked_nonzero': masked_zero_violations(light, moments=not programs.agent.cfg.stale_moments),
     'all_finite': bool(finite),
     'max_abs_q_mean': float(q_max),
     'diverged': bool((not finite) or q_max > config.acceptance.q_bound),

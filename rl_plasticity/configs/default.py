@@ -69,6 +69,9 @@ def get_config(arg=None):
       'review_window': 0.3,
       'batch_halving': False,  # Code's auto_batch: half batch when FAU < 0.9 awaken.
       'adam_count_reset': False,  # Code: each sparse matrix's Adam step count -> 0 at every growth step.
+      # Paper/ours: Adam moments zeroed at pruned (so at later regrown) positions. Code: kept; they decay while
+      # masked and a regrown connection starts from them (its Adam has no mask; since 2026-11-28).
+      'stale_adam_moments': False,
     }
   )
   # The released code's choices (research note rl_plasticity.md, section 1), applied for method 'ne_code'.
@@ -79,6 +82,7 @@ def get_config(arg=None):
       'zeta': 0.2,
       'batch_halving': True,
       'adam_count_reset': True,
+      'stale_adam_moments': True,
     }
   )
   c.redo = ml_collections.ConfigDict({'tau': 0.1, 'every': 10_000})  # Updates; a multiple of delta.
