@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import flax
 import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from absl import logging
@@ -36,6 +38,7 @@ from opponent_shaping import games
 PLAYS = ('independent', 'self_play')
 LOSSES = ('pg', 'ppo')
 PAST_SELVES_STREAM = 0x5E1F  # Folded into the (seed, update) key for drawing past selves.
+SEED_AXIS, BATCH_AXIS = 'seeds', 'batch'  # The axes of a run's device mesh (`make_mesh`).
 
 
 @flax.struct.dataclass
@@ -134,6 +137,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.normalize not in ('std', 'meanstd', 'none'):
     raise ValueError(f"unknown normalize '{config.normalize}' (valid: std, meanstd, none)")
   validate_past_selves(config)
+  validate_batch_shards(config, len(jax.devices()))
+
+
+def validate_batch_shards(config, num_devices: int) -> None:
+  """`config.batch_shards` must divide the device count and `num_envs`: a one-line ConfigError if not."""
+  n = config.batch_shards
+  if n < 1 or num_devices % n:
+    raise ConfigError(f'batch_shards must be a positive divisor of the {num_devices} devices, got {n}')
+  if config.num_envs % n:
+    raise ConfigError(f'batch_shards {n} must divide num_envs {config.num_envs}')
 
 
 def validate_past_selves(config) -> None:
@@ -176,16 +189,24 @@ def sample_actions(key, logits):
   return actions, logp
 
 
-def make_rollout(game, agent, num_envs: int):
+def make_rollout(game, agent, num_envs: int, mesh: Optional[Mesh] = None):
   """`rollout(actor2, key, opponent=None, past=None) -> Trajectory`: seat 0 and seat 1 act with
   `actor2[0]`, `actor2[1]`; with `opponent` (a fixed policy `(obs_row, key) -> action`), seat 1 uses it
   instead; with `past = (actor [B, ...], is_past bool[B])`, seat 1 of environment b acts with its own
-  parameter set `actor[b]` where `is_past[b]` (a past self), else with `actor2[1]`."""
+  parameter set `actor[b]` where `is_past[b]` (a past self), else with `actor2[1]`. With a `mesh` that has
+  a 'batch' axis (`make_mesh`), the environments and recurrent states are split over it (`batch_shards`)."""
+
+  def split_batch(tree, axis):
+    if mesh is None:
+      return tree
+    spec = PartitionSpec(*([None] * axis + [BATCH_AXIS]))
+    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
 
   def rollout(actor2, key, opponent=None, past=None):
     k_reset, k_loop = jax.random.split(key)
-    env = jax.vmap(game.reset)(jax.random.split(k_reset, num_envs))
+    env = split_batch(jax.vmap(game.reset)(jax.random.split(k_reset, num_envs)), 0)
     carry = jnp.broadcast_to(agent.initial_carry(), (2, num_envs) + agent.initial_carry().shape)
+    carry = split_batch(carry, 1)
     act = jax.vmap(jax.vmap(agent.actor_step, in_axes=(None, 0, 0, 0)), in_axes=(0, 0, 0, None))
     if past is not None:
       carry = (carry, carry[1])
@@ -246,9 +267,10 @@ def _normalize(adv, how):
   return ppo.normalize(adv)
 
 
-def make_update(config, game, agent, beta):
-  """One training update for one seed; `beta` (traced) is the Advantage Alignment weight."""
-  rollout = make_rollout(game, agent, config.num_envs)
+def make_update(config, game, agent, beta, mesh: Optional[Mesh] = None):
+  """One training update for one seed; `beta` (traced) is the Advantage Alignment weight; `mesh`: as in
+  `make_rollout` (the environments of the update's rollout split over its 'batch' axis)."""
+  rollout = make_rollout(game, agent, config.num_envs, mesh)
   actor_tx, critic_tx = make_optimizers(config)
   gae = jax.vmap(
     functools.partial(ppo.gae, gamma=config.gamma, lam=config.lam), in_axes=(1, 1, None), out_axes=1
@@ -437,31 +459,45 @@ def make_init(config, game, agent):
   return init
 
 
-def make_train_chunk(config, game, agent):
+def make_mesh(config) -> Optional[Mesh]:
+  """The device mesh of a run, or None on one device: axes (SEED_AXIS, BATCH_AXIS) of shape
+  (devices / batch_shards, batch_shards). The seeds split over the first axis; with `batch_shards` > 1 each
+  seed's environment batch splits over the second (for more devices than seeds, or batches too large for
+  one device); the parameters of a seed are copied on its batch group and their gradients summed over it."""
+  devices = jax.devices()
+  if len(devices) == 1:
+    return None
+  grid = np.asarray(devices, dtype=object).reshape(len(devices) // config.batch_shards, config.batch_shards)
+  return Mesh(grid, (SEED_AXIS, BATCH_AXIS))
+
+
+def make_train_chunk(config, game, agent, mesh: Optional[Mesh] = None):
   """`train_chunk(states, betas, length) -> (states, stats)`: `length` updates of every seed, jitted,
   vmapped over the seed axis (states and betas carry it), scanned over updates; stats are averaged over
-  the chunk's updates."""
+  the chunk's updates. With a `mesh` whose batch axis has more than one device (`make_mesh`), the vmapped
+  seed axis is named after the mesh's seed axis and each update's environments split over the batch axis."""
+  split = mesh is not None and mesh.shape[BATCH_AXIS] > 1
 
   @functools.partial(jax.jit, static_argnums=2, donate_argnums=0)
   def train_chunk(states, betas, length):
     def one_seed(state, beta):
-      update = make_update(config, game, agent, beta)
+      update = make_update(config, game, agent, beta, mesh if split else None)
       state, stats = jax.lax.scan(update, state, None, length=length)
       return state, jax.tree.map(lambda x: x.mean(0), stats)
 
-    return jax.vmap(one_seed)(states, betas)
+    return jax.vmap(one_seed, spmd_axis_name=SEED_AXIS if split else None)(states, betas)
 
   return train_chunk
 
 
-def shard_seeds(states):
-  """Splits the seed axis over every device (a no-op on one device). jit then runs each device's seeds
-  where they live; a seed count that does not divide the device count stays on one device, with a warning."""
-  mesh = distributed.make_mesh()
-  if distributed.num_devices(mesh) == 1:
+def shard_seeds(states, mesh: Optional[Mesh]):
+  """Splits the seed axis over the mesh's seed axis, copied over its batch axis (a no-op without a mesh).
+  jit then runs each device's seeds where they live; a seed count that does not divide the seed axis stays
+  on one device, with a warning."""
+  if mesh is None:
     return states
   try:
-    return distributed.shard_leading(states, mesh)
+    return distributed.shard_leading(states, mesh, axis_name=SEED_AXIS)
   except ValueError as e:
     logging.warning('seeds stay on one device: %s', e)
     return states
@@ -483,10 +519,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   start_time = time.time()
   game = make_game(config)
   agent = agents_lib.make_agent(config.arch, game, hidden=config.hidden)
-  train_chunk = make_train_chunk(config, game, agent)
+  mesh = make_mesh(config)
+  train_chunk = make_train_chunk(config, game, agent, mesh)
   with checkpoint.Checkpointer(workdir, every=config.checkpoint_every, keep=2) as ckpt:
     states, start = ckpt.restore_or_init(init_states(config, game, agent))
-    states = shard_seeds(states)
+    states = shard_seeds(states, mesh)
     betas = {name: jnp.full((config.num_seeds,), beta, jnp.float32) for name, beta in config.methods.items()}
     with metrics_lib.MetricWriter(workdir, resume_step=start) as writer:
       for begin, end in metrics_lib.chunks(config.updates, config.log_every, start=start):

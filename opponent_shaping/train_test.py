@@ -182,43 +182,70 @@ def test_bad_alignment_variant_and_game_are_usage_errors(tmp_path):
 
 
 SHARDED_SCRIPT = """
-import json
+import json, sys
 import jax, numpy as np
 from common import config as config_lib
 from opponent_shaping import agents as agents_lib, train as train_lib
 config = config_lib.load_config('opponent_shaping/configs/default.py:smoke,seeds=2', lock=False)
 config.num_envs = 16
+config.batch_shards = int(sys.argv[1])
+train_lib.validate(config)
 game = train_lib.make_game(config)
 agent = agents_lib.make_agent(config.arch, game)
-chunk = train_lib.make_train_chunk(config, game, agent)
+mesh = train_lib.make_mesh(config)
+chunk = train_lib.make_train_chunk(config, game, agent, mesh)
 betas = jax.numpy.ones((2,))
 plain = train_lib.init_states(config, game, agent)['advantage_alignment']
-sharded = train_lib.shard_seeds(train_lib.init_states(config, game, agent)['advantage_alignment'])
+sharded = train_lib.shard_seeds(train_lib.init_states(config, game, agent)['advantage_alignment'], mesh)
 devices = sorted({d.id for d in sharded.actor['logits'].sharding.device_set})
-out_plain, _ = chunk(plain, betas, 5)
+hlo = chunk.lower(sharded, betas, 5).compile().as_text()
+out_plain, _ = train_lib.make_train_chunk(config, game, agent)(plain, betas, 5)
 out_sharded, _ = chunk(sharded, betas, 5)
 diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in
            zip(jax.tree.leaves(out_plain), jax.tree.leaves(out_sharded)))
-print(json.dumps({'devices': devices, 'diff': diff,
-                  'out_devices': len(out_sharded.actor['logits'].sharding.device_set)}))
+print(json.dumps({'devices': devices, 'diff': diff, 'all_reduces': hlo.count('all-reduce('),
+                  'out_spec': list(out_sharded.actor['logits'].sharding.spec)}))
 """
 
 
-def test_seeds_shard_over_two_devices():
+@pytest.mark.parametrize('num_devices,batch_shards', [(2, 1), (4, 2)])
+def test_seeds_and_environment_batches_shard_over_a_device_mesh(num_devices, batch_shards):
+  # (2, 1): the two seeds on two devices, no communication. (4, 2): a 2 x 2 mesh, each seed's 16
+  # environments split over two devices, whose gradients are then summed (all-reduce); the same numbers.
   import subprocess
   import sys
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(
-    os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu', PYTHONPATH=root
+    os.environ,
+    XLA_FLAGS=f'--xla_force_host_platform_device_count={num_devices}',
+    JAX_PLATFORMS='cpu',
+    PYTHONPATH=root,
   )
   proc = subprocess.run(
-    [sys.executable, '-c', SHARDED_SCRIPT], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    [sys.executable, '-c', SHARDED_SCRIPT, str(batch_shards)],
+    cwd=root,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   found = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert found['devices'] == [0, 1] and found['out_devices'] == 2
+  assert found['devices'] == list(range(num_devices)) and found['out_spec'] == ['seeds']
   assert found['diff'] < 1e-5
+  assert (found['all_reduces'] > 0) == (batch_shards > 1)
+
+
+def test_batch_shards_that_do_not_divide_are_one_line_errors():
+  config = tiny()
+  config.batch_shards = 4
+  with pytest.raises(ConfigError, match='positive divisor of the 6 devices, got 4'):
+    train_lib.validate_batch_shards(config, 6)
+  config.batch_shards = 2
+  config.num_envs = 5
+  with pytest.raises(ConfigError, match='must divide num_envs 5'):
+    train_lib.validate_batch_shards(config, 4)
 
 
 # Self-play against a buffer of past selves (`config.past_selves`).

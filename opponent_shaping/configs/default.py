@@ -51,6 +51,9 @@ def get_config(arg=None):
   c.grad_clip = 100.0
   c.num_envs = 256
   c.num_seeds = 8
+  # Devices that split each seed's environments (the mesh's batch axis); the others split the seeds. 1: the
+  # seeds alone split over the devices. Must divide the device count and num_envs.
+  c.batch_shards = 1
   c.updates = 1500
   c.log_every = 100
   c.checkpoint_every = 500
