@@ -113,9 +113,12 @@ def _gymnax(name: str, episode_length: int) -> Env:
   return Env(name, obs_dim, act_dim, int(params.max_steps_in_episode), reset, step)
 
 
-def _auto_reset(name, obs_dim, act_dim, episode_length, env_reset, env_step) -> Env:
+def _auto_reset(name, act_dim, episode_length, env_reset, env_step) -> Env:
   """An Env from a Brax-style task (`env_reset(key) -> state`, `env_step(state, action) -> state`, states
-  with .obs, .reward, .done): a time limit of `episode_length` steps (truncation) and an auto-reset."""
+  with .obs, .reward, .done): a time limit of `episode_length` steps (truncation) and an auto-reset. The
+  observation size comes from `reset`'s abstract evaluation: Brax's `observation_size` runs `reset`
+  eagerly, on MJX about a thousand op-by-op compiles (30 s on two CPU cores, minutes on a GPU)."""
+  obs_dim = int(jax.eval_shape(env_reset, jax.random.PRNGKey(0)).obs.shape[-1])
 
   def reset(key):
     state = strong(env_reset(key))
@@ -143,10 +146,7 @@ def _brax(name: str, episode_length: int, backend: str, opt: dict) -> Env:
   env = brax_envs.get_environment(name, backend=backend)
   if opt:
     env.sys = env.sys.tree_replace(opt)
-  # Brax's `observation_size` runs `reset` eagerly: on MJX about a thousand op-by-op compiles (30 s on two
-  # CPU cores, minutes on a GPU). Its abstract evaluation gives the same size without running anything.
-  obs_dim = int(jax.eval_shape(env.reset, jax.random.PRNGKey(0)).obs.shape[-1])
-  return _auto_reset(name, obs_dim, int(env.action_size), episode_length, env.reset, env.step)
+  return _auto_reset(name, int(env.action_size), episode_length, env.reset, env.step)
 
 
 def _playground(name: str, episode_length: int, opt: dict) -> Env:
@@ -159,7 +159,6 @@ def _playground(name: str, episode_length: int, opt: dict) -> Env:
   # Their actions are MuJoCo controls in [-1, 1] already.
   return _auto_reset(
     name,
-    int(env.observation_size),
     int(env.action_size),
     episode_length or int(env._config.episode_length),  # pylint: disable=protected-access
     env.reset,

@@ -206,8 +206,9 @@ def grow_prune(w, mask, grad, score, n_prune, n_grow):
   return (kept | grown).astype(mask.dtype), jnp.sum(grown), jnp.sum(pruned)
 
 
-def update_net(net, grads, acts, k, layers, cfg, *, end_step: int):
-  """One topology step of a `td3.Net`: new masks, then weights, targets and Adam moments re-masked."""
+def update_net(net, grads, acts, k, layers, cfg, *, end_step: int, stale_moments: bool = False):
+  """One topology step of a `td3.Net`: new masks, then weights, targets and Adam moments re-masked (the
+  moments kept with `stale_moments`, the setting of the agent's `masked_adam`)."""
   masks = traverse_util.flatten_dict(net.mask['params'])
   params = traverse_util.flatten_dict(net.params['params'])
   grads = traverse_util.flatten_dict(grads['params'])
@@ -234,7 +235,7 @@ def update_net(net, grads, acts, k, layers, cfg, *, end_step: int):
     grown_total += grown
     pruned_total += pruned
   new_mask = {'params': traverse_util.unflatten_dict(masks)}
-  opt = net.opt if cfg.stale_moments else mask_opt_state(net.opt, new_mask)
+  opt = net.opt if stale_moments else mask_opt_state(net.opt, new_mask)
   if cfg.adam_count_reset:
     opt = reset_counts(opt, [layer.path for layer in layers], k <= cfg.grow_steps)
   net = net.replace(
@@ -259,13 +260,14 @@ class NEConfig(NamedTuple):
   tau: float
   zeta: float
   adam_count_reset: bool = False  # Code: zero each sparse matrix's Adam step count at every growth step.
-  stale_moments: bool = False  # Code: keep Adam moments at pruned positions (with masked_adam's switch).
 
 
 def make_hook(agent, cfg: NEConfig, total_steps: int, actor_every: int):
   """`hook(state, k, key) -> (state, stats)`: topology step `k` (1-based, unbatched) of one seed. The critic
   changes every step; the actor every `actor_every`-th step (its clock counts actor updates, which the
-  TD3 policy delay makes rarer), with its own step index k // actor_every."""
+  TD3 policy delay makes rarer), with its own step index k // actor_every. Adam moments at pruned positions
+  are zeroed, or kept where the agent's optimizer keeps them (`agent.cfg.stale_moments`, the NE code's)."""
+  stale = agent.cfg.stale_moments
   critic_layers = agent.critic_layers
   actor_layers = agent.actor_layers
   actor_cfg = cfg._replace(grow_steps=max(cfg.grow_steps // actor_every, 1))
@@ -273,7 +275,14 @@ def make_hook(agent, cfg: NEConfig, total_steps: int, actor_every: int):
   def hook(state, k, key):
     sig = agent.batch_signals(state, key)
     critic, cg, cp = update_net(
-      state.critic, sig['critic_grads'], sig['critic_acts'], k, critic_layers, cfg, end_step=total_steps
+      state.critic,
+      sig['critic_grads'],
+      sig['critic_acts'],
+      k,
+      critic_layers,
+      cfg,
+      end_step=total_steps,
+      stale_moments=stale,
     )
     ka = k // actor_every
     actor, ag, ap = update_net(
@@ -284,6 +293,7 @@ def make_hook(agent, cfg: NEConfig, total_steps: int, actor_every: int):
       actor_layers,
       actor_cfg,
       end_step=max(total_steps // actor_every, 1),
+      stale_moments=stale,
     )
     do_actor = (k % actor_every) == 0
     actor = _where(do_actor, actor, state.actor)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,10 +122,11 @@ def test_topology_step_keeps_moments_at_pruned_positions_only_with_the_code_swit
   state, _ = run(state0)
   cfg = ne.NEConfig(0.3, 1.0, grow_steps=4, prune_ratio=0.4, prune_by='dormant', tau=0.1, zeta=0.0)
   key = jax.random.PRNGKey(9)
-  hooks = {
-    stale: jax.jit(ne.make_hook(agent, cfg._replace(stale_moments=stale), total_steps=8, actor_every=1))
-    for stale in (False, True)
+  agents = {  # The same networks and state; only the optimizer's moment handling differs.
+    False: agent,
+    True: td3.TD3(agent.env, dataclasses.replace(agent.cfg, stale_moments=True), sparse=agent.sparse),
   }
+  hooks = {stale: jax.jit(ne.make_hook(a, cfg, total_steps=8, actor_every=1)) for stale, a in agents.items()}
   out = {stale: hook(state, jnp.int32(1), key)[0] for stale, hook in hooks.items()}
   pruned_with_moments = 0
   for m0, m1, mu0, mu_plain, mu_stale in zip(

@@ -274,7 +274,6 @@ class Programs:
         s['tau'],
         s['zeta'],
         bool(s['adam_count_reset']),
-        bool(s['stale_adam_moments']),
       )
       hook = ne.make_hook(agent, ne_cfg, updates // config.delta, config.policy_delay)
       self.hook_every = config.delta
