@@ -173,8 +173,14 @@ def schedule_counts(k, active, layer: Layer, *, grow_steps: int, end_step: int, 
   Afterwards: n_prune = n_grow = floor(zeta_t active), zeta_t = zeta/2 (1 + cos(pi t / T)) (RigL's drop rate).
   """
   kf = jnp.asarray(k, jnp.float32)
-  frac = jnp.minimum(kf / max(grow_steps, 1), 1.0)
-  target = layer.initial + jnp.floor((layer.final - layer.initial) * frac).astype(jnp.int32)
+  # The growth target in integers: floor(span k / G) = q k + floor(r k / G) with span = q G + r. A float
+  # k / G is not safe under jit: XLA turns division by a constant into multiplication by its reciprocal,
+  # so at k = G the fraction can come out as 0.99999994 and the layer stop one connection short of full
+  # (seen on an H200 and on the CPU, 2026-11-29: G = 165, 256 x 256 kernels ended at 65535 of 65536).
+  g = max(grow_steps, 1)
+  q, r = divmod(layer.final - layer.initial, g)
+  kk = jnp.clip(jnp.asarray(k, jnp.int32), 0, g)
+  target = layer.initial + q * kk + (r * kk) // g
   net = jnp.maximum(target - active, 0)
   grow_prune = jnp.minimum(jnp.floor(net * (prune_ratio / (1.0 - prune_ratio))).astype(jnp.int32), active)
   span = max(end_step - grow_steps, 1)

@@ -70,6 +70,21 @@ def test_schedule_counts_reach_the_final_count():
   assert int(n_prune) == int(n_grow) == int(np.floor(0.1 * (1 + np.cos(np.pi / 10)) * 750))
 
 
+def test_schedule_target_is_exact_under_jit():
+  # The growth target is an integer formula: floor((final - initial) k / G) exactly, also compiled. The float
+  # fraction k / G it replaced came out as 0.99999994 at k = G = 165 under jit, so a 256 x 256 kernel grown
+  # to full density ended one connection short (the H200 run of 2026-11-29).
+  for size, initial, g in ((65536, 16384, 165), (65536, 13107, 165), (5888, 1500, 82), (1000, 200, 10)):
+    layer = ne.Layer(('x', 'dense_0', 'kernel'), size, initial, size)
+    f = jax.jit(
+      lambda k, layer=layer, g=g: ne.schedule_counts(
+        k, jnp.int32(0), layer, grow_steps=g, end_step=2 * g, prune_ratio=0.0, zeta=0.0
+      )[1]
+    )
+    for k in range(1, g + 1):
+      assert int(f(k)) == initial + ((size - initial) * k) // g, (size, g, k)
+
+
 def test_masked_adam_matches_adam_on_active_entries_and_zeroes_the_rest():
   params = {'w': jnp.array([1.0, 2.0, 0.0]), 'b': jnp.array([0.5])}
   masks = {'w': jnp.array([1.0, 1.0, 0.0]), 'b': jnp.array([1.0])}
