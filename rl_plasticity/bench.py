@@ -10,7 +10,19 @@ one updating chunk (compile excluded), then times `--chunks` chunks of `delta` u
 (median chunk, device-synchronised) and reports env steps per second (all seeds), per seed, and the
 projected wall-clock per million env steps per seed. The issue's targets: ours at least as fast per
 million steps per seed as rejax's TD3 on the same task, card and seeds; NE at most 1.3x TD3's cost.
-`--rejax` times rejax's TD3 (`brax/<env>`) when the package is importable, else it says so and skips.
+`--rejax` times rejax's TD3 on the same Brax task when the package is importable, else it says so and skips:
+the same backend, MJX solver caps, episode length, envs per seed, updates per vector step, batch, buffer,
+optimiser, noise, policy delay and ReLU networks of our sizes (`rejax_td3`), timed as the difference of two
+run lengths so that its compile, buffer fill and final evaluation cancel (`bench_rejax`).
+
+rejax 0.1.3 (the newest, 2026-11) is written for gymnax 0.0.x, whose `step` returns 5 values; with gymnax
+1.x its Brax adapter fails. So the comparison runs with gymnax 0.0.9 on the path instead of our 1.0.1 (our
+Brax tasks do not import gymnax; only Pendulum does). Wheels to carry for it (`python3 -m pip download
+--no-deps ...` for Python 3.12): rejax==0.1.3, distrax==0.1.9, tfp-nightly, gast, decorator, gymnax==0.0.9,
+with dm-tree, gymnasium and farama-notifications from `gpu-wheels --default` (not its gymnax). Checked on
+2026-11-29 with Python 3.12 and jax 0.11.2 on the CPU: distrax 0.1.9 with tfp-nightly 0.26.0.dev20261027
+imports (gymnax 0.0.9 also imports seaborn, which the GPU image has), and on Python 3.11 / jax 0.10.2 the
+comparison runs end to end (`rl_plasticity/README.md`).
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from absl import logging
 import jax
 
 from common import results
+from rl_plasticity import envs as envs_lib
 from rl_plasticity import train
 
 
@@ -68,31 +81,80 @@ def bench_method(config, env, method: str, chunks: int) -> dict:
   }
 
 
+def rejax_td3(config, steps: int):
+  """rejax's TD3 (0.1.x API) set up like ours: the same Brax task, backend and MJX solver caps, our episode
+  length, envs per seed, updates per vector step (`num_epochs`), batch, buffer, learning rate, discounting,
+  noise, policy delay and ReLU networks of our sizes; one final evaluation, none at the start."""
+  import flax.linen as nn
+  import rejax
+  from brax.envs.wrappers import training as brax_wrappers
+  from rejax.compat.brax2gymnax import Brax2GymnaxEnv
+  from rejax.networks import DeterministicPolicy
+  from rejax.networks import QNetwork
+
+  if config.env not in envs_lib.BRAX:
+    raise ValueError(f'the rejax comparison runs on a Brax task, not {config.env!r}')
+  opt = envs_lib.solver_caps(config.get('mjx_ls_iterations', 0))
+  task = envs_lib.brax_task(config.env, config.backend, opt if config.backend == 'mjx' else {})
+  length = config.episode_length or 1000
+  env = Brax2GymnaxEnv(brax_wrappers.AutoResetWrapper(brax_wrappers.EpisodeWrapper(task, length, 1)))
+  params = env.default_params
+  algo = rejax.TD3.create(
+    env=env,
+    env_params=params,
+    total_timesteps=steps,
+    eval_freq=steps,
+    skip_initial_evaluation=True,
+    num_envs=config.num_envs,
+    num_epochs=int(round(config.num_envs * config.replay_ratio)),
+    batch_size=config.batch_size,
+    buffer_size=config.buffer_capacity,
+    fill_buffer=config.batch_size * 4,
+    learning_rate=config.learning_rate,
+    gamma=config.gamma,
+    polyak=1.0 - config.tau,
+    exploration_noise=config.expl_noise,
+    target_noise=config.policy_noise,
+    target_noise_clip=config.noise_clip,
+    policy_delay=config.policy_delay,
+  )
+  space = env.action_space(params)
+  return algo.replace(
+    actor=DeterministicPolicy(
+      int(space.shape[0]), (space.low, space.high), tuple(config.actor_hidden), nn.relu
+    ),
+    critic=QNetwork(hidden_layer_sizes=tuple(config.critic_hidden), activation=nn.relu),
+  )
+
+
 def bench_rejax(config, steps: int) -> dict:
-  """rejax's TD3 on `brax/<env>` with the same number of vmapped seeds (benchmark-only dependency)."""
+  """rejax's TD3 with our number of seeds vmapped, timed as the difference between a run of 2 x `steps` and
+  one of `steps` env steps (each compiled ahead, then timed), so that its compile, buffer fill and final
+  evaluation cancel and the per-step cost compares with our median updating chunk. A benchmark-only
+  dependency: skipped with a message when it does not import or its API differs."""
   try:
-    import rejax
+    import rejax  # noqa: F401  # pylint: disable=unused-import
   except ImportError:
     return {'skipped': 'rejax is not importable (pip install rejax to compare); skipped'}
+  keys = jax.random.split(jax.random.PRNGKey(0), config.num_seeds)
+  seconds = {}
   try:
-    algo = rejax.TD3.create(env=f'brax/{config.env}', total_timesteps=steps, eval_freq=steps)
-    train_fn = jax.jit(jax.vmap(algo.train))
-    keys = jax.random.split(jax.random.PRNGKey(0), config.num_seeds)
-    t0 = time.time()
-    jax.block_until_ready(train_fn(keys))
-    first = time.time() - t0
-    t0 = time.time()
-    jax.block_until_ready(train_fn(keys))
-    sec = time.time() - t0
+    for n in (steps, 2 * steps):
+      algo = rejax_td3(config, n)
+      compiled = jax.jit(jax.vmap(algo.train)).lower(keys).compile()
+      t0 = time.time()
+      jax.block_until_ready(compiled(keys))
+      seconds[n] = time.time() - t0
   except Exception as e:  # pylint: disable=broad-except  # A peer's API change must not lose our numbers.
-    return {'skipped': f'rejax failed: {type(e).__name__}: {str(e)[:200]}'}
+    return {'skipped': f'rejax failed: {type(e).__name__}: {str(e)[:300]}'}
+  per_step = (seconds[2 * steps] - seconds[steps]) / steps
   return {
     'method': 'rejax_td3',
     'seeds': int(config.num_seeds),
-    'steps': steps,
-    'first_call_seconds_with_compile': round(first, 2),
-    'seconds': round(sec, 2),
-    'seconds_per_million_steps_per_seed': round(sec / steps * 1e6, 1),
+    'steps': [steps, 2 * steps],
+    'run_seconds': [round(seconds[steps], 2), round(seconds[2 * steps], 2)],
+    'env_steps_per_second_per_seed': round(1.0 / per_step, 1) if per_step > 0 else None,
+    'seconds_per_million_steps_per_seed': round(per_step * 1e6, 1),
   }
 
 
@@ -120,6 +182,8 @@ if __name__ == '__main__':
   _METHODS = flags.DEFINE_list('methods', ['td3', 'ne'], 'Methods to time.')
   _CHUNKS = flags.DEFINE_integer('chunks', 5, 'Timed chunks (median).')
   _REJAX = flags.DEFINE_bool('rejax', True, 'Also time rejax TD3 when importable.')
-  _REJAX_STEPS = flags.DEFINE_integer('rejax_steps', 100_000, 'Env steps of the timed rejax run.')
+  _REJAX_STEPS = flags.DEFINE_integer(
+    'rejax_steps', 50_000, 'Env steps per seed of the shorter timed rejax run (the longer: twice that).'
+  )
   _OUT = flags.DEFINE_string('out', '', 'Write the rows as JSON here.')
   app.run(main)

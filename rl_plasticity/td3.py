@@ -345,9 +345,11 @@ class TD3:
     )
     random = jax.random.uniform(k_rand, (cfg.num_envs, env.act_dim), minval=-1.0, maxval=1.0)
     action = jnp.where(warm, random, jnp.clip(explore, -1.0, 1.0))
+    env_keys = jax.random.split(k_env, cfg.num_envs)
     obs, env_state, reward, terminated, truncated, final_obs = jax.vmap(env.step)(
-      jax.random.split(k_env, cfg.num_envs), state.env_state, action
+      env_keys, state.env_state, action
     )
+    obs, env_state = envs_lib.sync_reset(env, it, env_keys, obs, env_state)
     done = terminated | truncated
     buffer = buffer_add(
       state.buffer, state.obs, action, reward, final_obs, 1.0 - terminated.astype(jnp.float32)

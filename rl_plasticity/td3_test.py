@@ -8,6 +8,7 @@ import pytest
 from rl_plasticity import envs
 from rl_plasticity import ne
 from rl_plasticity import td3
+from rl_plasticity.envs_test import toy_env
 
 
 def test_review_samples_the_oldest_30_percent_after_the_ring_wraps():
@@ -151,3 +152,27 @@ def test_evaluate_and_probe(tiny):
   probe = jax.jit(agent.probe)(state, jax.random.PRNGKey(0))
   assert 0.0 <= float(probe['critic_dormant_0.1']) <= 1.0
   assert 0.0 < float(probe['critic_density']) < 1.0
+
+
+def test_training_loop_with_synchronised_resets_equals_the_per_step_auto_reset():
+  # The loop resets a synchronised-reset env with the keys the per-step auto-reset would have used, so the
+  # two runs are the same run: 12 vector steps of 4-step episodes (three per env), updates from step 4 on.
+  cfg = td3.Config(
+    num_envs=2,
+    buffer_capacity=32,
+    batch_size=4,
+    learning_starts=8,
+    replay_ratio=0.5,
+    actor_hidden=(8,),
+    critic_hidden=(8,),
+  )
+  final = {}
+  for synced in (False, True):
+    agent = td3.TD3(toy_env(synced), cfg)
+    state, out = jax.jit(lambda s, agent=agent: agent.run_chunk(s, jnp.int32(0), 12))(
+      agent.init(jax.random.PRNGKey(0))
+    )
+    assert float(out['episodes']) == 3 * 2 and float(out['updates']) == 8
+    final[synced] = state
+  for a, b in zip(jax.tree.leaves(final[False]), jax.tree.leaves(final[True])):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-6, atol=1e-7)

@@ -190,6 +190,7 @@ def validate(config, env: Optional[envs_lib.Env] = None) -> envs_lib.Env:
     episode_length=config.episode_length,
     backend=config.backend,
     mjx_ls_iterations=config.get('mjx_ls_iterations', 0),
+    sync_resets=config.get('env_sync_resets', True),
   )
   need = replay_bytes(config, env.obs_dim, env.act_dim)
   have = device_memory_bytes()

@@ -31,6 +31,9 @@ def get_config(arg=None):
   # (trajectories of a chaotic task drift apart); on a GPU each of the 50 is sequential latency.
   c.mjx_ls_iterations = 0
   c.episode_length = 0  # 0: the task's own limit (Pendulum 200, Brax 1000).
+  # Tasks without termination (halfcheetah, the DM Control tasks) reset all envs together at the time limit
+  # instead of computing a reset at every step (envs.py; since 2026-11-29). False: the per-step auto-reset.
+  c.env_sync_resets = True
   # Methods run one after another, each with all seeds vmapped in one program: td3, ne (paper variant),
   # ne_code (the released code's switches, ne_code below), redo, reset, injection (Plasticity Injection).
   c.methods = ('td3', 'ne')

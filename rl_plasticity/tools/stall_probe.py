@@ -66,6 +66,7 @@ def make_env(config, backend=None, iterations=0, ls_iterations=0, episode_length
     backend=backend or config.backend,
     mjx_ls_iterations=ls_iterations or config.get('mjx_ls_iterations', 0),
     mjx_iterations=iterations,
+    sync_resets=config.get('env_sync_resets', True),
   )
 
 
