@@ -94,9 +94,10 @@ def rejax_td3(config, steps: int):
 
   if config.env not in envs_lib.BRAX:
     raise ValueError(f'the rejax comparison runs on a Brax task, not {config.env!r}')
+  cfg = train.agent_config(config, 'td3')  # Our TD3's hyperparameters, from the one mapping a run uses.
   opt = envs_lib.solver_caps(config.get('mjx_ls_iterations', 0))
-  task = envs_lib.brax_task(config.env, config.backend, opt if config.backend == 'mjx' else {})
-  length = config.episode_length or 1000
+  task = envs_lib.brax_task(config.env, config.backend, opt)
+  length = config.episode_length or envs_lib.BRAX_EPISODE_LENGTH
   env = Brax2GymnaxEnv(brax_wrappers.AutoResetWrapper(brax_wrappers.EpisodeWrapper(task, length, 1)))
   params = env.default_params
   algo = rejax.TD3.create(
@@ -105,25 +106,23 @@ def rejax_td3(config, steps: int):
     total_timesteps=steps,
     eval_freq=steps,
     skip_initial_evaluation=True,
-    num_envs=config.num_envs,
-    num_epochs=int(round(config.num_envs * config.replay_ratio)),
-    batch_size=config.batch_size,
-    buffer_size=config.buffer_capacity,
-    fill_buffer=config.batch_size * 4,
-    learning_rate=config.learning_rate,
-    gamma=config.gamma,
-    polyak=1.0 - config.tau,
-    exploration_noise=config.expl_noise,
-    target_noise=config.policy_noise,
-    target_noise_clip=config.noise_clip,
-    policy_delay=config.policy_delay,
+    num_envs=cfg.num_envs,
+    num_epochs=cfg.updates_per_iteration,
+    batch_size=cfg.batch_size,
+    buffer_size=cfg.buffer_capacity,
+    fill_buffer=cfg.batch_size * 4,
+    learning_rate=cfg.learning_rate,
+    gamma=cfg.gamma,
+    polyak=1.0 - cfg.tau,
+    exploration_noise=cfg.expl_noise,
+    target_noise=cfg.policy_noise,
+    target_noise_clip=cfg.noise_clip,
+    policy_delay=cfg.policy_delay,
   )
   space = env.action_space(params)
   return algo.replace(
-    actor=DeterministicPolicy(
-      int(space.shape[0]), (space.low, space.high), tuple(config.actor_hidden), nn.relu
-    ),
-    critic=QNetwork(hidden_layer_sizes=tuple(config.critic_hidden), activation=nn.relu),
+    actor=DeterministicPolicy(int(space.shape[0]), (space.low, space.high), cfg.actor_hidden, nn.relu),
+    critic=QNetwork(hidden_layer_sizes=cfg.critic_hidden, activation=nn.relu),
   )
 
 

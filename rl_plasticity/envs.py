@@ -50,6 +50,7 @@ CHOICES = tuple(GYMNAX) + BRAX + tuple(PLAYGROUND)
 # Episodes end only at the time limit (no termination): Brax's halfcheetah, and every Playground DM Control
 # task (done only on a NaN state). Brax's hopper, walker2d, ant and humanoid terminate when unhealthy.
 FIXED_LENGTH = ('halfcheetah',) + tuple(PLAYGROUND)
+BRAX_EPISODE_LENGTH = 1000  # Brax's tasks have no limit of their own; ours when `episode_length` is 0.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +114,7 @@ def make(
   synced = sync_resets and name in FIXED_LENGTH
   if name in PLAYGROUND:
     return _playground(name, episode_length, opt, synced)
-  return _brax(name, episode_length or 1000, backend, opt if backend == 'mjx' else {}, synced)
+  return _brax(name, episode_length or BRAX_EPISODE_LENGTH, backend, opt, synced)
 
 
 def _gymnax(name: str, episode_length: int) -> Env:
@@ -183,12 +184,13 @@ def solver_caps(mjx_ls_iterations: int = 0, mjx_iterations: int = 0) -> dict:
 
 
 def brax_task(name: str, backend: str, opt: dict):
-  """Brax's own environment `name` on `backend` with the solver options `opt` (`solver_caps`), unwrapped:
-  `make` wraps it, and `bench.py` hands it to rejax, so both time the same physics."""
+  """Brax's own environment `name` on `backend` with the MJX solver options `opt` (`solver_caps`; other
+  backends ignore them), unwrapped: `make` wraps it, and `bench.py` hands it to rejax, so both time the same
+  physics."""
   from brax import envs as brax_envs
 
   env = brax_envs.get_environment(name, backend=backend)
-  if opt:
+  if opt and backend == 'mjx':
     env.sys = env.sys.tree_replace(opt)
   return env
 
