@@ -45,6 +45,18 @@ def test_redo_recycles_dormant_units_and_their_adam_moments():
   assert all(int(c) == 7 for c in jax.tree.leaves(new.opt.count))  # The Adam counts are kept.
 
 
+def test_redo_weight_scaling_draws_at_the_other_units_norm():
+  net = _net()
+  fresh = jax.tree.map(lambda x: -9.0 * jnp.ones_like(x), net.params)
+  acts = {'pi': {'dense_0': jnp.array([[1.0, 0.0, 2.0], [1.0, 0.0, 2.0]])}}  # Unit 1 dormant.
+  new, n = baselines.recycle_dormant(net, fresh, acts, 0.1, weight_scaling=True)
+  col = new.params['params']['pi']['dense_0']['kernel'][:, 1]
+  kept = (np.hypot(1.0, 4.0) + np.hypot(3.0, 6.0)) / 2  # Columns 0 and 2 of [[1, 2, 3], [4, 5, 6]].
+  np.testing.assert_allclose(np.linalg.norm(col), kept, rtol=1e-6)
+  np.testing.assert_allclose(col / np.linalg.norm(col), [-(0.5**0.5)] * 2, rtol=1e-6)  # Fresh direction.
+  assert int(n) == 1
+
+
 def _agent(injection):
   env = envs.make('pendulum')
   cfg = td3.Config(buffer_capacity=8, batch_size=4, actor_hidden=(8,), critic_hidden=(8,), learning_starts=4)
@@ -99,6 +111,33 @@ def _filled(state, key):
       size=jnp.int32(n),
     )
   )
+
+
+def _with_q1_layer(state, kernel, bias):
+  params = jax.tree.map(lambda x: x, state.critic.params)  # A copy whose q1 first layer is replaced.
+  params['params']['q1']['dense_0'] = {'kernel': kernel, 'bias': bias}
+  return state.replace(critic=state.critic.replace(params=params))
+
+
+def test_redo_hook_counts_recycled_units_that_stay_dormant():
+  agent, state = _agent(False)
+  state = _filled(state, jax.random.PRNGKey(4))
+  layer = state.critic.params['params']['q1']['dense_0']
+  kernel = layer['kernel'].at[:, 0].set(0.0)  # q1's unit 0 never fires: 0.1-dormant.
+  bias = layer['bias'].at[0].set(-1.0)
+  hook = jax.jit(baselines.redo_hook(agent, 0.1))
+  _, stats = hook(_with_q1_layer(state, kernel, bias), jnp.int32(1), jax.random.PRNGKey(6))
+  assert int(stats['critic_recycled']) >= 1
+  # Its fresh incoming weights make it fire on the same batch: it no longer scores as dormant.
+  assert int(stats['critic_recycled_still_dormant']) < int(stats['critic_recycled'])
+  # With the other units' weights 1000 times larger, a fresh unit scores far under 0.1 of the layer mean.
+  scale = jnp.where(jnp.arange(kernel.shape[1]) == 0, 1.0, 1000.0)
+  _, big = hook(_with_q1_layer(state, kernel * scale, bias * scale), jnp.int32(1), jax.random.PRNGKey(6))
+  assert int(big['critic_recycled_still_dormant']) > int(stats['critic_recycled_still_dormant'])
+  # ReDo's weight scaling draws the fresh unit at the other units' norm: it fires at their scale again.
+  scaled = jax.jit(baselines.redo_hook(agent, 0.1, weight_scaling=True))
+  _, sc = scaled(_with_q1_layer(state, kernel * scale, bias * scale), jnp.int32(1), jax.random.PRNGKey(6))
+  assert int(sc['critic_recycled_still_dormant']) < int(big['critic_recycled_still_dormant'])
 
 
 def test_plasticity_injection_frozen_parts_stay_put_under_training():

@@ -124,6 +124,20 @@ def replay_bytes(config, obs_dim: int, act_dim: int) -> int:
   return int(config.num_seeds) * int(config.buffer_capacity) * (2 * obs_dim + act_dim + 2) * 4
 
 
+def make_env(config, **overrides) -> envs_lib.Env:
+  """The config's environment (`envs.make` with the config's task, episode length, backend, MJX line-search
+  cap and reset mode); `overrides` replace any of `envs.make`'s keyword arguments (the stall probe's
+  variants)."""
+  kwargs = {
+    'episode_length': config.episode_length,
+    'backend': config.backend,
+    'mjx_ls_iterations': config.get('mjx_ls_iterations', 0),
+    'sync_resets': config.get('env_sync_resets', True),
+  }
+  kwargs.update(overrides)
+  return envs_lib.make(config.env, **kwargs)
+
+
 def validate(config, env: Optional[envs_lib.Env] = None) -> envs_lib.Env:
   """Every check that needs no compilation; returns the environment."""
   envs_lib.check_name(config.env)
@@ -185,13 +199,7 @@ def validate(config, env: Optional[envs_lib.Env] = None) -> envs_lib.Env:
       f'injection.at ({config.injection.at}) must put the injection inside the run: in (0, 1) and at least '
       f'one delta ({config.delta} updates) before its end ({updates} updates)'
     )
-  env = env or envs_lib.make(
-    config.env,
-    episode_length=config.episode_length,
-    backend=config.backend,
-    mjx_ls_iterations=config.get('mjx_ls_iterations', 0),
-    sync_resets=config.get('env_sync_resets', True),
-  )
+  env = env or make_env(config)
   need = replay_bytes(config, env.obs_dim, env.act_dim)
   have = device_memory_bytes()
   if need > config.memory_fraction * have:
@@ -279,7 +287,8 @@ class Programs:
       hook = ne.make_hook(agent, ne_cfg, updates // config.delta, config.policy_delay)
       self.hook_every = config.delta
     elif method == 'redo':
-      hook, self.hook_every = baselines.redo_hook(agent, config.redo.tau), config.redo.every
+      hook = baselines.redo_hook(agent, config.redo.tau, bool(config.redo.get('weight_scaling', False)))
+      self.hook_every = config.redo.every
     elif method == 'reset':
       hook, self.hook_every = baselines.reset_hook(agent), config.reset.every
     elif method == 'injection':

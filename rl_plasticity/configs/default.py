@@ -88,7 +88,9 @@ def get_config(arg=None):
       'stale_adam_moments': True,
     }
   )
-  c.redo = ml_collections.ConfigDict({'tau': 0.1, 'every': 10_000})  # Updates; a multiple of delta.
+  # every: updates, a multiple of delta. weight_scaling: ReDo's code option (default off there too): recycled
+  # units' fresh incoming weights at the mean norm of the layer's other units (2026-11-29).
+  c.redo = ml_collections.ConfigDict({'tau': 0.1, 'every': 10_000, 'weight_scaling': False})
   c.reset = ml_collections.ConfigDict({'every': 100_000})  # Updates; a multiple of delta.
   c.injection = ml_collections.ConfigDict({'at': 0.5})  # Plasticity Injection after this fraction of updates.
   # Logging, evaluation, checkpoints (env steps, multiples of the chunk delta / replay_ratio).

@@ -30,7 +30,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from rl_plasticity import envs as envs_lib  # noqa: E402
 from rl_plasticity import train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'rl_plasticity/configs/gpu.py:env=halfcheetah', 'Config.')
@@ -59,15 +58,16 @@ def timed(name: str, fn, args, steps: int) -> None:
 
 
 def make_env(config, backend=None, iterations=0, ls_iterations=0, episode_length=0):
-  """The config's env, with the part's solver caps (0: the config's line-search cap, the task's iterations)."""
-  return envs_lib.make(
-    config.env,
-    episode_length=episode_length or config.episode_length,
-    backend=backend or config.backend,
-    mjx_ls_iterations=ls_iterations or config.get('mjx_ls_iterations', 0),
-    mjx_iterations=iterations,
-    sync_resets=config.get('env_sync_resets', True),
-  )
+  """The config's env (`train.make_env`), with the part's solver caps (0: the config's line-search cap, the
+  task's iterations)."""
+  over = {'mjx_iterations': iterations}
+  if backend:
+    over['backend'] = backend
+  if ls_iterations:
+    over['mjx_ls_iterations'] = ls_iterations
+  if episode_length:
+    over['episode_length'] = episode_length
+  return train.make_env(config, **over)
 
 
 def env_part(config, part: str, steps: int) -> None:
