@@ -117,6 +117,18 @@ def test_grow_prune_counts_follow_the_schedule_and_density_ends_at_target(ne_run
   assert flat and train.masked_zero_violations(final) == 0
 
 
+def test_final_densities_are_those_after_the_last_topology_step(ne_run, tmp_path):
+  # Final densities come from the final state, after the run's last topology step, not from the last probe
+  # row, which is taken before that step (so a run still growing at its end reported its last-but-one
+  # densities). Here from the state alone: no metrics rows are written.
+  c, _, programs, _, final, _ = ne_run
+  out = train.summarise_method(c, str(tmp_path), 'ne', final, programs)
+  assert out['target_densities']
+  for layer, want in out['target_densities'].items():
+    assert out['final_densities'][f'probe/density/{layer}'] == pytest.approx(want, abs=1e-7), layer
+  assert out['critic_density'] == pytest.approx(1.0)
+
+
 def test_one_compilation_for_the_whole_run(ne_run):
   _, _, programs, _, _, _ = ne_run
   assert programs.chunk._cache_size() == 1  # 12 chunks (warm-up and updating) share one program.
