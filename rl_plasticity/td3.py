@@ -439,11 +439,19 @@ class TD3:
     """Plasticity metrics and densities on one uniform batch."""
     sig = self.batch_signals(state, key)
     out = metrics.summary(sig['critic_acts'], sig['actor_acts'])
-    out['critic_density'] = metrics.global_density(state.critic.mask, self.critic_paths)
-    out['actor_density'] = metrics.global_density(state.actor.mask, self.actor_paths)
-    for name, d in metrics.layer_densities(state.critic.mask, self.critic_paths).items():
+    out.update(self.densities(state.actor, state.critic))
+    return out
+
+  def densities(self, actor: Net, critic: Net) -> dict:
+    """Total and per-layer densities of the networks' masks (`critic_density`, `density/critic/q1/dense_0`,
+    ...); on masks stacked over seeds, their mean over seeds."""
+    out = {
+      'critic_density': metrics.global_density(critic.mask, self.critic_paths),
+      'actor_density': metrics.global_density(actor.mask, self.actor_paths),
+    }
+    for name, d in metrics.layer_densities(critic.mask, self.critic_paths).items():
       out[f'density/critic/{name}'] = d
-    for name, d in metrics.layer_densities(state.actor.mask, self.actor_paths).items():
+    for name, d in metrics.layer_densities(actor.mask, self.actor_paths).items():
       out[f'density/actor/{name}'] = d
     return out
 

@@ -36,7 +36,6 @@ from common import stats
 from common.errors import ConfigError
 from rl_plasticity import baselines
 from rl_plasticity import envs as envs_lib
-from rl_plasticity import metrics as plasticity_metrics
 from rl_plasticity import ne
 from rl_plasticity import td3
 
@@ -449,15 +448,6 @@ def masked_zero_violations(state, *, moments: bool = True) -> int:
   return bad
 
 
-def final_densities(agent, actor, critic) -> dict:
-  """`probe/density/{critic,actor}/<layer>` of the given networks' masks (mean over seeds), the probe's keys."""
-  out = {}
-  for prefix, net, paths in (('critic', critic, agent.critic_paths), ('actor', actor, agent.actor_paths)):
-    for name, d in plasticity_metrics.layer_densities(net.mask, paths).items():
-      out[f'probe/density/{prefix}/{name}'] = float(d)
-  return out
-
-
 def summarise_method(config, subdir: str, method: str, state, programs: Programs) -> dict:
   """Per-seed final-10 % means of the evaluation return and the probe metrics, plus invariants."""
   rows = metrics_lib.read_metrics(subdir)
@@ -481,6 +471,9 @@ def summarise_method(config, subdir: str, method: str, state, programs: Programs
   nets = jax.device_get((state.actor, state.critic))
   light = state.replace(actor=nets[0], critic=nets[1])
   agent = programs.agent
+  # Densities of the final state, after the run's last topology step (the last probe row comes before it:
+  # on a run that is still growing at its end, such as a tiny test config, they differ; 2026-11-29).
+  dens = agent.densities(*nets)
   q_max = max((r.get('train/q_abs_max_over_seeds', 0.0) for r in rows), default=0.0)
   finite = all(math.isfinite(v) for r in rows for k, v in r.items() if isinstance(v, float))
   out = {
@@ -492,22 +485,17 @@ def summarise_method(config, subdir: str, method: str, state, programs: Programs
     'critic_dormant_0.025': final_mean('probe', 'critic_dormant_0.025'),
     'critic_fau': final_mean('probe', 'critic_fau'),
     'actor_dormant_0.1': final_mean('probe', 'actor_dormant_0.1'),
-    # Densities of the final state, after the run's last topology step (the last probe row comes before it:
-    # on a run that is still growing at its end, such as a tiny test config, they differ; 2026-11-29).
-    'critic_density': float(plasticity_metrics.global_density(nets[1].mask, agent.critic_paths)),
-    'final_densities': final_densities(agent, nets[0], nets[1]),
-    'masked_nonzero': masked_zero_violations(light, moments=not programs.agent.cfg.stale_moments),
+    'critic_density': float(dens['critic_density']),
+    'final_densities': {f'probe/{k}': float(v) for k, v in dens.items() if k.startswith('density/')},
+    'masked_nonzero': masked_zero_violations(light, moments=not agent.cfg.stale_moments),
     'all_finite': bool(finite),
     'max_abs_q_mean': float(q_max),
     'diverged': bool((not finite) or q_max > config.acceptance.q_bound),
   }
-  if programs.agent.critic_layers is not None:
+  if agent.critic_layers is not None:
     out['target_densities'] = {
-      'critic/' + '/'.join(layer.path[:-1]): layer.final / layer.size
-      for layer in programs.agent.critic_layers
-    } | {
-      'actor/' + '/'.join(layer.path[:-1]): layer.final / layer.size for layer in programs.agent.actor_layers
-    }
+      'critic/' + '/'.join(layer.path[:-1]): layer.final / layer.size for layer in agent.critic_layers
+    } | {'actor/' + '/'.join(layer.path[:-1]): layer.final / layer.size for layer in agent.actor_layers}
   return out
 
 
